@@ -1,0 +1,72 @@
+"""Expected failures, each with the `extensions.code` and HTTP status clients see.
+
+Anything that is not a `ClipoError` is unexpected: it is logged with its context and
+reaches clients as `INTERNAL` with a generic message (see `graphql_errors.py`).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ClipoError(Exception):
+    code: ClassVar[str] = "INTERNAL"
+    http_status: ClassVar[int] = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class BadUserInputError(ClipoError):
+    code = "BAD_USER_INPUT"
+    http_status = 400
+
+
+class NotFoundError(ClipoError):
+    code = "NOT_FOUND"
+    http_status = 404
+
+
+class UnsupportedMediaError(ClipoError):
+    """The file is not a video we accept, or it is out of the configured bounds."""
+
+    code = "UNSUPPORTED_MEDIA"
+    http_status = 415
+
+
+class PayloadTooLargeError(ClipoError):
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class ForbiddenUrlError(ClipoError):
+    code = "FORBIDDEN_URL"
+    http_status = 400
+
+
+class InvalidStateError(ClipoError):
+    code = "INVALID_STATE"
+    http_status = 409
+
+
+class RateLimitedError(ClipoError):
+    code = "RATE_LIMITED"
+    http_status = 429
+
+
+class ServiceUnavailableError(ClipoError):
+    """A dependency (Redis, MongoDB) did not answer; the client may try again."""
+
+    code = "INTERNAL"
+    http_status = 503
+
+
+class ProcessingError(ClipoError):
+    """ffmpeg/ffprobe failed or timed out on a file; the message is shown as `Video.error`."""
+
+    code = "UNSUPPORTED_MEDIA"
+    http_status = 422

@@ -1,0 +1,79 @@
+"""The one place that reads the environment."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+GiB = 1024**3
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    mongodb_url: str | None = None
+    mongodb_database: str = "clipo"
+    # None means "the default, and `dev` may start a private redis-server if nothing answers".
+    redis_url: str | None = None
+    media_dir: Path = Path("./media")
+    max_upload_bytes: int = Field(default=2 * GiB, gt=0)
+    public_base_url: str | None = None
+    url_fetch_allow_private: bool = False
+    url_fetch_allowed_ports: str = "80,443,8080,8443"
+    allowed_origins: str = ""
+    ffmpeg_binary: str = "ffmpeg"
+    ffprobe_binary: str = "ffprobe"
+
+    # Worker
+    worker_concurrency: int = Field(default=2, ge=1)
+    job_timeout_seconds: int = Field(default=3600, ge=10)
+    job_max_tries: int = Field(default=3, ge=1)
+    # arq polls Redis for new jobs; its 0.5 s default would dominate a short clip's latency.
+    worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
+    queue_name: str = "clipo:queue"
+    redis_prefix: str = "clipo"
+
+    # ffmpeg/ffprobe bounds (security.md)
+    probe_timeout_seconds: float = Field(default=30, gt=0)
+    thumbnail_timeout_seconds: float = Field(default=60, gt=0)
+    max_duration_seconds: float = Field(default=4 * 3600, gt=0)
+    max_streams: int = Field(default=16, ge=1)
+    max_dimension: int = Field(default=8192, ge=16)
+    max_pixels: int = Field(default=36_000_000, ge=256)
+    max_frame_rate: float = Field(default=240, gt=0)
+    max_output_bytes: int = Field(default=8 * GiB, gt=0)
+
+    # GraphQL surface
+    graphql_introspection: bool = True
+    graphql_max_depth: int = Field(default=12, ge=2)
+    graphql_max_tokens: int = Field(default=2000, ge=50)
+    graphql_max_aliases: int = Field(default=30, ge=1)
+    ws_connection_init_timeout_seconds: float = Field(default=10, gt=0)
+    ws_max_subscriptions: int = Field(default=100, ge=1)
+
+    @field_validator("media_dir")
+    @classmethod
+    def _absolute_media_dir(cls, value: Path) -> Path:
+        # ffmpeg is handed `file:<absolute path>`; resolve once so every path we build is absolute.
+        return value.expanduser().resolve()
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_base_url(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @property
+    def effective_redis_url(self) -> str:
+        return self.redis_url or DEFAULT_REDIS_URL
+
+    @cached_property
+    def allowed_ports(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.url_fetch_allowed_ports.split(",") if p.strip())
+
+    @cached_property
+    def origins(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
