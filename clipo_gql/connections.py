@@ -1,0 +1,57 @@
+"""Connection factories shared by the API and the worker. Nothing connects at import time."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from beanie import init_beanie
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from clipo_gql.models import Video
+from clipo_gql.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says what to set."""
+
+
+async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
+    """Connect Beanie to MongoDB, or to the in-process stand-in when that is allowed."""
+    client: Any
+    if settings.mongodb_url:
+        client = AsyncIOMotorClient(
+            settings.mongodb_url, tz_aware=True, serverSelectionTimeoutMS=5000
+        )
+    elif allow_stand_in:
+        from mongomock_motor import AsyncMongoMockClient
+
+        log.warning(
+            "MONGODB_URL is not set: using an in-process MongoDB stand-in. "
+            "NOTHING IS PERSISTED; every video is forgotten when this process exits."
+        )
+        client = AsyncMongoMockClient(tz_aware=True)
+    else:
+        raise ConfigError(
+            "MONGODB_URL is not set. `serve` and `worker` share state through MongoDB; "
+            "set MONGODB_URL, or use `clipo-gql dev` for the in-process stand-in."
+        )
+    await init_beanie(database=client[settings.mongodb_database], document_models=[Video])
+    return client
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    return RedisSettings.from_dsn(settings.effective_redis_url)
+
+
+async def create_redis(settings: Settings) -> ArqRedis:
+    """One pool for enqueueing, publishing and the event hub's pub/sub connection."""
+    return await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
+
+
+async def ping_mongo() -> None:
+    await Video.get_motor_collection().database.command("ping")

@@ -1,0 +1,142 @@
+"""Video events on Redis pub/sub: channel names, publishing, and one shared subscriber.
+
+Every stored change of a video is published as the whole video (JSON), so a subscriber never
+has to read MongoDB per event. An API process keeps ONE pub/sub connection (`EventHub`) and
+fans messages out to its websocket subscribers: a thousand watchers cost one Redis connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Final
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from clipo_gql.errors import ServiceUnavailableError
+from clipo_gql.models import Video
+
+log = logging.getLogger(__name__)
+
+# Put in a listener's queue when the hub lost its connection: events may have been missed,
+# so the listener re-reads the stored state.
+RESYNC: Final = None
+SUBSCRIBE_TIMEOUT = 5.0
+
+
+def video_channel(prefix: str, video_id: object) -> str:
+    return f"{prefix}:video:{video_id}"
+
+
+class EventPublisher:
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = prefix
+
+    def channel(self, video_id: object) -> str:
+        return video_channel(self.prefix, video_id)
+
+    async def publish(self, video: Video) -> None:
+        await self.redis.publish(self.channel(video.id), video.model_dump_json())
+
+
+class EventHub:
+    """One pub/sub connection shared by every listener in this process."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self._redis = redis
+        self._control = f"{prefix}:hub"
+        self._listeners: dict[str, set[asyncio.Queue[str | None]]] = {}
+        self._confirmed: dict[str, asyncio.Event] = {}
+        self._pubsub: PubSub | None = None
+        self._connected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="clipo-event-hub")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @contextlib.asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue[str | None]]:
+        """Yield a queue of raw messages on `channel`, once Redis has confirmed the subscription.
+
+        Confirmed means: any event published after this returns reaches the queue, so a caller
+        may read the stored state next and lose nothing in between.
+        """
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        listeners = self._listeners.setdefault(channel, set())
+        listeners.add(queue)
+        try:
+            if len(listeners) == 1 or not self._confirmed.get(channel, asyncio.Event()).is_set():
+                await self._subscribe(channel)
+            yield queue
+        finally:
+            listeners.discard(queue)
+            if not listeners:
+                del self._listeners[channel]
+                self._confirmed.pop(channel, None)
+                if self._pubsub is not None and self._connected.is_set():
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._pubsub.unsubscribe(channel)
+
+    async def _subscribe(self, channel: str) -> None:
+        confirmed = self._confirmed.setdefault(channel, asyncio.Event())
+        try:
+            async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                await self._connected.wait()
+                assert self._pubsub is not None
+                await self._pubsub.subscribe(channel)
+                await confirmed.wait()
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise ServiceUnavailableError("Live updates are unavailable (Redis)") from exc
+
+    async def _run(self) -> None:
+        delay = 0.1
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self._control, *self._listeners)
+                self._pubsub = pubsub
+                self._connected.set()
+                delay = 0.1
+                async for message in pubsub.listen():
+                    self._dispatch(message)
+            except (RedisError, OSError) as exc:
+                log.warning("event hub lost Redis (%s); reconnecting", exc)
+            finally:
+                self._connected.clear()
+                self._pubsub = None
+                for event in self._confirmed.values():
+                    event.clear()
+                # Whatever was published while we were away is lost: make listeners re-read.
+                for queues in self._listeners.values():
+                    for queue in queues:
+                        queue.put_nowait(RESYNC)
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def _dispatch(self, message: dict[str, object]) -> None:
+        channel = _text(message["channel"])
+        kind = message["type"]
+        if kind == "subscribe":
+            self._confirmed.setdefault(channel, asyncio.Event()).set()
+        elif kind == "message":
+            data = _text(message["data"])
+            for queue in self._listeners.get(channel, ()):
+                queue.put_nowait(data)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,87 @@
+"""Where a video's files live.
+
+Every path is built from an id we generated, never from user input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+from bson import ObjectId
+from bson.errors import InvalidId
+
+ORIGINAL = "original"
+PROCESSED = "video.mp4"
+THUMBNAIL = "thumbnail.jpg"
+METADATA = "metadata.json"
+OUTPUTS = (PROCESSED, THUMBNAIL, METADATA)
+
+
+def parse_id(value: str) -> ObjectId | None:
+    """An ObjectId from its 24-hex-digit form, or None for anything else (traversal included)."""
+    if len(value) != 24:
+        return None
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        return None
+
+
+class Storage:
+    def __init__(self, media_dir: Path) -> None:
+        self.root = media_dir
+        self.incoming = media_dir / "incoming"
+        self.videos = media_dir / "videos"
+
+    def prepare(self) -> None:
+        self.incoming.mkdir(parents=True, exist_ok=True)
+        self.videos.mkdir(parents=True, exist_ok=True)
+
+    def video_dir(self, video_id: ObjectId) -> Path:
+        return self.videos / str(video_id)
+
+    def original(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / ORIGINAL
+
+    def processed(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / PROCESSED
+
+    def thumbnail(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / THUMBNAIL
+
+    def metadata(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / METADATA
+
+    def adopt(self, received: Path, video_id: ObjectId) -> Path:
+        """Move a received upload into the video's folder: a rename, never a copy."""
+        target = self.original(video_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(received, target)
+        return target
+
+    async def remove_video(self, video_id: ObjectId) -> None:
+        await asyncio.to_thread(shutil.rmtree, self.video_dir(video_id), True)
+
+    def remove_outputs(self, video_id: ObjectId) -> None:
+        folder = self.video_dir(video_id)
+        for name in OUTPUTS:
+            (folder / name).unlink(missing_ok=True)
+        for partial in folder.glob("*.part"):
+            partial.unlink(missing_ok=True)
+
+    async def write_json(self, path: Path, data: Any) -> None:
+        """Write atomically: a reader sees the old file or the whole new one."""
+        tmp = path.with_name(f".{uuid.uuid4().hex}.part")
+        try:
+            async with aiofiles.open(tmp, "w", encoding="utf-8") as out:
+                await out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -1,0 +1,126 @@
+"""The status flow of a video: every change is stored in MongoDB first, then published.
+
+Updates are atomic `find_one_and_update` calls guarded by the state they expect, so two
+workers (arq delivers at least once) or a delete racing a job cannot move a video backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Collection
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ReturnDocument
+
+from clipo_gql.errors import NotFoundError
+from clipo_gql.events import RESYNC, EventHub, EventPublisher
+from clipo_gql.models import Video, VideoStatus, now
+
+# A subscriber that heard nothing for this long re-reads MongoDB: a safety net for events
+# lost in ways the hub cannot see.
+RESYNC_AFTER_SECONDS = 15.0
+ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
+
+
+class VideoService:
+    def __init__(self, events: EventPublisher) -> None:
+        self.events = events
+
+    async def _update(
+        self,
+        video_id: ObjectId,
+        fields: dict[str, Any],
+        *,
+        expect: Collection[VideoStatus],
+        extra_filter: dict[str, Any] | None = None,
+        inc: dict[str, int] | None = None,
+    ) -> Video | None:
+        """Apply `fields` if the video is in one of `expect`; publish and return the new state."""
+        query: dict[str, Any] = {"_id": video_id, "status": {"$in": [s.value for s in expect]}}
+        query.update(extra_filter or {})
+        update = {
+            "$set": {**fields, "updated_at": now()},
+            "$inc": {"version": 1, **(inc or {})},
+        }
+        raw = await Video.get_motor_collection().find_one_and_update(
+            query, update, return_document=ReturnDocument.AFTER
+        )
+        if raw is None:
+            return None
+        video = Video.from_mongo(raw)
+        await self.events.publish(video)
+        return video
+
+    async def start_processing(self, video_id: ObjectId) -> Video | None:
+        return await self._update(
+            video_id,
+            {"status": VideoStatus.PROCESSING.value, "progress": 0.0, "error": None},
+            expect=ACTIVE,
+            inc={"attempts": 1},
+        )
+
+    async def record_probe(self, video_id: ObjectId, fields: dict[str, Any]) -> Video | None:
+        return await self._update(video_id, fields, expect=(VideoStatus.PROCESSING,))
+
+    async def set_progress(self, video_id: ObjectId, progress: float) -> Video | None:
+        """Store a higher progress; a lower or equal one is dropped (progress never goes down)."""
+        progress = round(min(max(progress, 0.0), 0.99), 3)
+        return await self._update(
+            video_id,
+            {"progress": progress},
+            expect=(VideoStatus.PROCESSING,),
+            extra_filter={"progress": {"$lt": progress}},
+        )
+
+    async def finish(self, video_id: ObjectId, fields: dict[str, Any]) -> Video | None:
+        return await self._update(
+            video_id,
+            {**fields, "status": VideoStatus.DONE.value, "progress": 1.0, "error": None},
+            expect=(VideoStatus.PROCESSING,),
+        )
+
+    async def fail(self, video_id: ObjectId, reason: str) -> Video | None:
+        return await self._update(
+            video_id, {"status": VideoStatus.FAILED.value, "error": reason}, expect=ACTIVE
+        )
+
+    async def watch(self, hub: EventHub, video_id: ObjectId) -> AsyncIterator[Video]:
+        """The current state, then every newer one, ending after DONE or FAILED.
+
+        Subscribes before reading MongoDB, so a change made between the two still arrives.
+        """
+        async with hub.listen(self.events.channel(video_id)) as queue:
+            video = await Video.get(video_id)
+            if video is None:
+                raise NotFoundError("No video with this id")
+            yield video
+            while not video.status.is_final:
+                newest = await _newest(queue)
+                if newest is None:
+                    fresh = await Video.get(video_id)
+                    if fresh is None:  # deleted while watched: nothing more will come
+                        return
+                else:
+                    fresh = newest
+                if fresh.version > video.version:
+                    video = fresh
+                    yield video
+
+
+async def _newest(queue: asyncio.Queue[str | None]) -> Video | None:
+    """Wait for events and return the newest queued; None when the state must be re-read.
+
+    Each event carries the whole video, so a slow client skips straight to the latest one.
+    """
+    try:
+        items = [await asyncio.wait_for(queue.get(), RESYNC_AFTER_SECONDS)]
+    except TimeoutError:
+        return None
+    while not queue.empty():
+        items.append(queue.get_nowait())
+    if any(item is RESYNC for item in items):
+        return None
+    videos = [Video.model_validate_json(item) for item in items if item is not None]
+    newest: Video = max(videos, key=lambda v: v.version)
+    return newest
