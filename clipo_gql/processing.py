@@ -1,0 +1,140 @@
+"""One video through the pipeline: probe, thumbnail, browser-playable MP4, metadata JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from bson import ObjectId
+
+from clipo_gql.errors import ClipoError, ProcessingError
+from clipo_gql.media import Media, ProbeResult
+from clipo_gql.models import Video
+from clipo_gql.settings import Settings
+from clipo_gql.storage import Storage
+from clipo_gql.videos import VideoService
+
+log = logging.getLogger(__name__)
+
+# Share of the progress bar each step owns: the MP4 step is where the time goes.
+PROBED, THUMBNAILED, ENCODED = 0.03, 0.06, 0.98
+# A progress event costs a MongoDB write and a publish: a few per second is plenty for a bar.
+PROGRESS_INTERVAL_SECONDS = 0.25
+
+
+def video_fields(probe: ProbeResult) -> dict[str, Any]:
+    return {
+        "duration": probe.duration,
+        "width": probe.width,
+        "height": probe.height,
+        "video_codec": probe.video_codec,
+        "audio_codec": probe.audio_codec,
+        "frame_rate": probe.frame_rate,
+        "bit_rate": probe.bit_rate,
+        "format_name": probe.format_name,
+    }
+
+
+def duration_text(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    total = int(seconds)
+    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
+
+
+def metadata_document(video: Video, probe: ProbeResult) -> dict[str, Any]:
+    return {
+        "id": str(video.id),
+        "filename": video.filename,
+        "source": video.source.value,
+        "sourceUrl": video.source_url,
+        "createdAt": video.created_at.isoformat(),
+        "sizeBytes": video.size_bytes,
+        "duration": probe.duration,
+        "durationText": duration_text(probe.duration),
+        "width": probe.width,
+        "height": probe.height,
+        "rotation": probe.rotation,
+        "videoCodec": probe.video_codec,
+        "audioCodec": probe.audio_codec,
+        "pixelFormat": probe.pix_fmt,
+        "frameRate": probe.frame_rate,
+        "bitRate": probe.bit_rate,
+        "formatName": probe.format_name,
+        "ffprobe": probe.raw,
+    }
+
+
+class Pipeline:
+    def __init__(
+        self, settings: Settings, videos: VideoService, media: Media, storage: Storage
+    ) -> None:
+        self.settings = settings
+        self.videos = videos
+        self.media = media
+        self.storage = storage
+
+    async def run(self, video_id: ObjectId) -> None:
+        """Process a video; safe to run again for the same id (arq delivers at least once)."""
+        video = await self.videos.start_processing(video_id)
+        if video is None:
+            return  # deleted, or already DONE/FAILED by an earlier delivery
+        try:
+            async with asyncio.timeout(self.settings.job_timeout_seconds):
+                await self._process(video)
+        except TimeoutError:
+            await self._fail(
+                video_id,
+                f"Processing took longer than the {self.settings.job_timeout_seconds} s limit",
+            )
+        except ClipoError as exc:
+            await self._fail(video_id, exc.message)
+        except asyncio.CancelledError:
+            # Worker shutting down: arq queues the job again; leave no half-written outputs.
+            self.storage.remove_outputs(video_id)
+            raise
+        except Exception:
+            log.exception("processing video %s failed unexpectedly", video_id)
+            await self._fail(video_id, "Processing failed because of an internal error")
+
+    async def _fail(self, video_id: ObjectId, reason: str) -> None:
+        self.storage.remove_outputs(video_id)
+        await self.videos.fail(video_id, reason)
+
+    async def _process(self, video: Video) -> None:
+        assert video.id is not None
+        video_id = video.id
+        source = self.storage.original(video_id)
+        if not source.is_file():
+            raise ProcessingError("The uploaded file is missing; upload it again")
+
+        probe = await self.media.probe(source)
+        if await self.videos.record_probe(video_id, video_fields(probe)) is None:
+            return  # deleted meanwhile
+        await self.videos.set_progress(video_id, PROBED)
+
+        await self.media.thumbnail(source, self.storage.thumbnail(video_id), probe.duration)
+        await self.videos.set_progress(video_id, THUMBNAILED)
+
+        last_tick = 0.0
+
+        async def on_progress(ratio: float) -> None:
+            nonlocal last_tick
+            tick = time.monotonic()
+            if tick - last_tick >= PROGRESS_INTERVAL_SECONDS:
+                last_tick = tick
+                await self.videos.set_progress(
+                    video_id, THUMBNAILED + (ENCODED - THUMBNAILED) * ratio
+                )
+
+        remuxed = await self.media.make_mp4(
+            source, self.storage.processed(video_id), probe, on_progress
+        )
+        await self.storage.write_json(
+            self.storage.metadata(video_id), metadata_document(video, probe)
+        )
+        if await self.videos.finish(video_id, {"remuxed": remuxed}) is None:
+            # Deleted while we worked: the delete may have run before our files appeared.
+            await self.storage.remove_video(video_id)

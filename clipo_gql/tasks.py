@@ -1,0 +1,130 @@
+"""arq jobs and the worker's set-up: the glue between the queue and the pipeline."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypedDict, cast
+
+from arq import func
+from arq.connections import ArqRedis
+from arq.worker import Worker
+from bson import ObjectId
+
+from clipo_gql.connections import init_mongo, redis_settings
+from clipo_gql.events import EventPublisher
+from clipo_gql.media import Media
+from clipo_gql.processing import Pipeline
+from clipo_gql.settings import Settings
+from clipo_gql.storage import Storage, parse_id
+from clipo_gql.videos import VideoService
+
+log = logging.getLogger(__name__)
+
+PROCESS_VIDEO = "process_video"
+
+
+class WorkerContext(TypedDict):
+    redis: ArqRedis
+    settings: Settings
+    videos: VideoService
+    pipeline: Pipeline
+
+
+def job_id(video_id: ObjectId) -> str:
+    """One job per video: enqueueing twice while one is queued or running is a no-op."""
+    return f"video:{video_id}"
+
+
+async def enqueue_processing(redis: ArqRedis, video_id: ObjectId) -> None:
+    await redis.enqueue_job(PROCESS_VIDEO, str(video_id), _job_id=job_id(video_id))
+
+
+async def process_video(ctx: dict[str, Any], video_id: str) -> None:
+    wctx = cast(WorkerContext, ctx)
+    oid = parse_id(video_id)
+    if oid is None:
+        log.error("process_video called with a malformed id %r", video_id)
+        return
+    max_tries = wctx["settings"].job_max_tries
+    if ctx.get("job_try", 1) > max_tries:
+        # Only reached when earlier tries died with their worker (killed, lost power):
+        # the try that fails normally marks the video itself.
+        await wctx["videos"].fail(
+            oid, f"Processing was interrupted {max_tries} times (the worker stopped); gave up"
+        )
+        return
+    await wctx["pipeline"].run(oid)
+
+
+def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
+    storage = Storage(settings.media_dir)
+    storage.prepare()
+    videos = VideoService(EventPublisher(redis, settings.redis_prefix))
+    pipeline = Pipeline(settings, videos, Media(settings), storage)
+    return WorkerContext(redis=redis, settings=settings, videos=videos, pipeline=pipeline)
+
+
+def _functions(settings: Settings) -> list[Any]:
+    return [
+        func(
+            process_video,
+            name=PROCESS_VIDEO,
+            # The pipeline enforces job_timeout_seconds itself and marks the video FAILED;
+            # arq's own timeout is only a backstop.
+            timeout=settings.job_timeout_seconds + 60,
+            # One more than ours, so the job still runs to mark the video FAILED.
+            max_tries=settings.job_max_tries + 1,
+            keep_result=0,
+        )
+    ]
+
+
+def _worker_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "queue_name": settings.queue_name,
+        "max_jobs": settings.worker_concurrency,
+        "poll_delay": settings.worker_poll_delay_seconds,
+        "health_check_interval": 30,
+    }
+
+
+def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        if own_mongo:
+            ctx["mongo"] = await init_mongo(settings, allow_stand_in=False)
+        ctx.update(build_context(settings, ctx["redis"]))
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        mongo = ctx.get("mongo")
+        if mongo is not None:
+            mongo.close()
+
+    return {"on_startup": on_startup, "on_shutdown": on_shutdown}
+
+
+def embedded_worker(settings: Settings) -> Worker:
+    """A worker inside the API process (`clipo-gql dev`, tests) using the API's MongoDB client.
+
+    It keeps its own Redis pool because `Worker.close()` closes the pool it runs on.
+    """
+    return Worker(
+        functions=_functions(settings),
+        redis_settings=redis_settings(settings),
+        handle_signals=False,
+        **_worker_options(settings),
+        **_lifecycle(settings, own_mongo=False),
+    )
+
+
+def worker_settings(settings: Settings) -> type:
+    """The class `arq` reads (`arq worker.WorkerSettings`): its own process, its own clients."""
+    return type(
+        "WorkerSettings",
+        (),
+        {
+            "functions": _functions(settings),
+            "redis_settings": redis_settings(settings),
+            **_worker_options(settings),
+            **_lifecycle(settings, own_mongo=True),
+        },
+    )
