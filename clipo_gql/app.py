@@ -1,0 +1,98 @@
+"""The Starlette application: lifespan (every client is created here), middleware, routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from clipo_gql.connections import create_redis, init_mongo
+from clipo_gql.events import EventHub, EventPublisher
+from clipo_gql.graphql_view import PREFLIGHT_HEADERS, ClipoGraphQL
+from clipo_gql.limits import BodySizeLimit, MiB
+from clipo_gql.routes import routes
+from clipo_gql.schema import build_schema
+from clipo_gql.settings import Settings
+from clipo_gql.state import AppState
+from clipo_gql.storage import Storage
+from clipo_gql.tasks import embedded_worker
+from clipo_gql.videos import VideoService
+
+log = logging.getLogger(__name__)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers, as short JSON like every other error of ours."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(settings: Settings | None = None, *, embedded: bool = False) -> Starlette:
+    """The API. `embedded` (the `dev` command, tests) adds an in-process worker and allows the
+    in-process MongoDB stand-in when MONGODB_URL is unset."""
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, AppState]]:
+        mongo = await init_mongo(settings, allow_stand_in=embedded)
+        redis = await create_redis(settings)
+        storage = Storage(settings.media_dir)
+        storage.prepare()
+        hub = EventHub(redis, settings.redis_prefix)
+        await hub.start()
+        worker = embedded_worker(settings) if embedded else None
+        worker_task = asyncio.create_task(worker.async_run()) if worker else None
+        state = AppState(
+            settings=settings,
+            redis=redis,
+            mongo=mongo,
+            storage=storage,
+            videos=VideoService(EventPublisher(redis, settings.redis_prefix)),
+            hub=hub,
+        )
+        try:
+            yield {"clipo": state}
+        finally:
+            if worker is not None and worker_task is not None:
+                await worker.close()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            await hub.close()
+            await redis.aclose()
+            mongo.close()
+
+    graphql = ClipoGraphQL(build_schema(settings), settings)
+    middleware = [
+        Middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=MiB)
+    ]
+    if settings.origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.origins),
+                allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
+                allow_headers=["content-type", "range", *PREFLIGHT_HEADERS],
+                expose_headers=["content-range", "content-length", "accept-ranges", "etag"],
+            )
+        )
+    return Starlette(
+        exception_handlers={HTTPException: http_error},
+        routes=[
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+            *routes,
+        ],
+        middleware=middleware,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,86 @@
+"""`clipo-gql dev | serve | worker | export-schema`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from clipo_gql.settings import Settings
+
+log = logging.getLogger("clipo_gql")
+
+
+def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
+    import uvicorn
+
+    from clipo_gql.app import create_app
+
+    uvicorn.run(
+        create_app(settings, embedded=embedded),
+        host=host,
+        port=port,
+        proxy_headers=True,
+        log_level="info",
+        ws_max_size=1024 * 1024,
+    )
+
+
+def dev(settings: Settings, host: str, port: int) -> None:
+    from clipo_gql.devredis import redis_for_dev
+
+    with redis_for_dev(settings.redis_url) as redis_url:
+        if redis_url != settings.effective_redis_url:
+            log.warning(
+                "Nothing answered at the default Redis: started a private one at %s", redis_url
+            )
+        settings = settings.model_copy(update={"redis_url": redis_url})
+        log.info("clipo-gql dev: API and worker on http://%s:%d/graphql", host, port)
+        _serve(settings, host, port, embedded=True)
+
+
+def worker(settings: Settings) -> None:
+    from arq.worker import run_worker
+
+    from clipo_gql.tasks import worker_settings
+
+    run_worker(worker_settings(settings))
+
+
+def export_schema() -> None:
+    from clipo_gql.schema import schema
+
+    sys.stdout.write(schema.as_str() + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="clipo-gql", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("dev", "API and worker in one process, on embedded defaults"),
+        ("serve", "the API process (uvicorn)"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--host", default="127.0.0.1")
+        sub.add_argument("--port", type=int, default=8000)
+    commands.add_parser("worker", help="an arq worker process")
+    commands.add_parser("export-schema", help="print the GraphQL SDL")
+    args = parser.parse_args(argv)
+
+    if args.command == "export-schema":
+        export_schema()
+        return
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings()
+    if args.command == "dev":
+        dev(settings, args.host, args.port)
+    elif args.command == "serve":
+        _serve(settings, args.host, args.port, embedded=False)
+    else:
+        worker(settings)
+
+
+if __name__ == "__main__":
+    main()

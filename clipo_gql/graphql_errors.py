@@ -1,0 +1,58 @@
+"""The one place where failures become GraphQL errors with `extensions.code`."""
+
+from __future__ import annotations
+
+import logging
+
+from graphql.error import GraphQLError
+from strawberry.extensions import MaskErrors
+
+from clipo_gql.errors import ClipoError
+
+log = logging.getLogger("clipo_gql.graphql")
+
+INTERNAL_MESSAGE = "Internal server error"
+
+
+def is_expected(error: GraphQLError) -> bool:
+    # No original error: the document itself was refused (syntax, validation, limits).
+    return error.original_error is None or isinstance(error.original_error, ClipoError)
+
+
+def with_code(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, ClipoError):
+        message, code = original.message, original.code
+    elif original is None:
+        message, code = error.message, "BAD_USER_INPUT"
+    else:
+        message, code = INTERNAL_MESSAGE, "INTERNAL"
+    return GraphQLError(
+        message,
+        nodes=error.nodes,
+        source=error.source,
+        positions=error.positions,
+        path=error.path,
+        original_error=None,
+        extensions={**(error.extensions or {}), "code": code},
+    )
+
+
+def log_unexpected(errors: list[GraphQLError]) -> None:
+    for error in errors:
+        if not is_expected(error):
+            log.error(
+                "unexpected error in %s",
+                ".".join(map(str, error.path or [])) or "operation",
+                exc_info=error.original_error,
+            )
+
+
+class ErrorCodes(MaskErrors):
+    """Give every error a code, and replace unexpected ones by a message without internals."""
+
+    def __init__(self) -> None:
+        super().__init__(should_mask_error=lambda _: True, error_message=INTERNAL_MESSAGE)
+
+    def anonymise_error(self, error: GraphQLError) -> GraphQLError:
+        return with_code(error)

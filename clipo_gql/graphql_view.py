@@ -1,0 +1,92 @@
+"""The Strawberry view: our context, streamed multipart uploads, and errors as JSON."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+from cross_web import StarletteRequestAdapter
+from cross_web.request._base import FormData
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.schema import BaseSchema
+
+from clipo_gql.errors import BadUserInputError, ClipoError
+from clipo_gql.limits import error_response
+from clipo_gql.settings import Settings
+from clipo_gql.state import Context, app_state
+from clipo_gql.uploads import MultipartLimits, ReceivedFile, receive_multipart
+
+PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
+RECEIVED = "clipo_received_files"
+
+
+class StreamingUploadAdapter(StarletteRequestAdapter):
+    """Multipart bodies are streamed straight into MEDIA_DIR instead of spooled and copied."""
+
+    async def get_form_data(self) -> FormData:
+        request: Request = self._request
+        headers = request.headers
+        # multipart/form-data is a "simple" request that any web page may send cross-site;
+        # a custom header forces the browser's CORS preflight (the multipart spec's advice).
+        if not any(headers.get(name, "").strip() for name in PREFLIGHT_HEADERS):
+            raise BadUserInputError(
+                "Multipart requests must carry a non-empty `apollo-require-preflight` header"
+                " (CSRF protection)"
+            )
+        app = app_state(request)
+        received: list[ReceivedFile] = request.scope.setdefault(RECEIVED, [])
+        fields, files = await receive_multipart(
+            request,
+            app.storage.incoming,
+            MultipartLimits(max_file_bytes=app.settings.max_upload_bytes),
+        )
+        received.extend(files.values())
+        for name in ("operations", "map"):
+            if name not in fields:
+                raise BadUserInputError(f"The multipart request has no `{name}` field")
+            try:
+                json.loads(fields[name])
+            except ValueError as exc:
+                raise BadUserInputError(f"The `{name}` field is not valid JSON") from exc
+        return FormData(files=files, form=fields)
+
+
+class ClipoGraphQL(GraphQL[Context, None]):
+    request_adapter_class = StreamingUploadAdapter
+
+    def __init__(self, schema: BaseSchema, settings: Settings) -> None:
+        super().__init__(
+            schema,
+            multipart_uploads_enabled=True,
+            connection_init_wait_timeout=timedelta(
+                seconds=settings.ws_connection_init_timeout_seconds
+            ),
+            max_subscriptions_per_connection=settings.ws_max_subscriptions,
+            allowed_origins=settings.origins,
+        )
+
+    async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
+        return Context(request=request, response=response, app=app_state(request))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        response: Response | None = None
+        try:
+            await super().__call__(scope, receive, send)
+        except ClipoError as exc:
+            response = error_response(exc)
+        except ClientDisconnect:
+            pass  # nobody is left to answer
+        finally:
+            # Files the mutation did not move into a video's folder are not wanted.
+            for received in scope.get(RECEIVED, ()):
+                received.path.unlink(missing_ok=True)
+        if response is not None:
+            await response(scope, receive, send)

@@ -1,0 +1,72 @@
+"""Request body caps enforced at the ASGI level, before any parser sees the bytes."""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clipo_gql.errors import ClipoError, PayloadTooLargeError
+
+MiB = 1024 * 1024
+# Room for the multipart framing and the `operations`/`map` fields around the file itself.
+MULTIPART_OVERHEAD = MiB
+
+
+def human_size(size: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", MiB), ("KiB", 1024)):
+        if size >= factor:
+            value = size / factor
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{size} bytes"
+
+
+def error_response(error: ClipoError) -> JSONResponse:
+    """The body of an error that ends a request before GraphQL runs, shaped like GraphQL's."""
+    return JSONResponse(
+        {"errors": [{"message": error.message, "extensions": {"code": error.code}}]},
+        status_code=error.http_status,
+    )
+
+
+class BodySizeLimit:
+    """413 for bodies over the cap: refused from Content-Length up front, else counted as read.
+
+    An upload may be as large as MAX_UPLOAD_BYTES; any other body (GraphQL JSON) is small,
+    and Strawberry reads it whole into memory, so it gets a small cap of its own.
+    """
+
+    def __init__(self, app: ASGIApp, *, upload_bytes: int, other_bytes: int) -> None:
+        self.app = app
+        self.upload_bytes = upload_bytes
+        self.other_bytes = other_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        multipart = headers.get("content-type", "").lower().startswith("multipart/")
+        limit = self.upload_bytes + MULTIPART_OVERHEAD if multipart else self.other_bytes
+        what = "upload" if multipart else "request body"
+        too_large = PayloadTooLargeError(
+            f"The {what} is larger than the {human_size(self.upload_bytes if multipart else limit)}"
+            " limit"
+        )
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await error_response(too_large)(scope, receive, send)
+            return
+
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise too_large
+            return message
+
+        await self.app(scope, counted, send)

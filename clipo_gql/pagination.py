@@ -1,0 +1,59 @@
+"""The `videos` connection: newest first, keyset cursors (stable while videos are added)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+from bson import ObjectId
+
+from clipo_gql.errors import BadUserInputError
+from clipo_gql.models import Video, VideoStatus
+from clipo_gql.storage import parse_id
+
+MAX_PAGE = 100
+
+
+def encode_cursor(video: Video) -> str:
+    millis = int(video.created_at.timestamp() * 1000)
+    return base64.urlsafe_b64encode(f"{millis}:{video.id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, ObjectId]:
+    try:
+        millis, _, raw_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
+        created = datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
+        created, raw_id = None, ""
+    video_id = parse_id(raw_id)
+    if created is None or video_id is None:
+        raise BadUserInputError("Invalid cursor: pass a cursor from a previous page")
+    return created, video_id
+
+
+async def page(
+    first: int, after: str | None, status: VideoStatus | None
+) -> tuple[list[Video], bool, int]:
+    """A page of videos, whether more follow, and the total for `status`."""
+    if not 0 <= first <= MAX_PAGE:
+        raise BadUserInputError(f"`first` must be between 0 and {MAX_PAGE}")
+    base: dict[str, Any] = {} if status is None else {"status": status.value}
+    query = dict(base)
+    if after:
+        created, video_id = decode_cursor(after)
+        query["$or"] = [
+            {"created_at": {"$lt": created}},
+            {"created_at": created, "_id": {"$lt": video_id}},
+        ]
+    collection = Video.get_motor_collection()
+    cursor = (
+        collection.find(query)
+        .sort([("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)])
+        .limit(first + 1)
+    )
+    rows = [Video.from_mongo(raw) async for raw in cursor]
+    total = await collection.count_documents(base)
+    return rows[:first], len(rows) > first, total

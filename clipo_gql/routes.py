@@ -1,0 +1,72 @@
+"""Plain GET routes: media files and health."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bson import ObjectId
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from clipo_gql.connections import ping_mongo
+from clipo_gql.models import Video, VideoStatus
+from clipo_gql.state import AppState, app_state
+from clipo_gql.storage import parse_id
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def _done_video(request: Request, raw_id: str) -> tuple[AppState, ObjectId] | Response:
+    """The video when it is DONE, else the 404/409 response that explains why not."""
+    video_id = parse_id(raw_id)
+    video = await Video.get(video_id) if video_id is not None else None
+    if video is None or video_id is None:
+        return _error(404, "No video with this id")
+    if video.status is not VideoStatus.DONE:
+        return _error(409, f"The video is {video.status.value}, not DONE")
+    return app_state(request), video_id
+
+
+async def thumbnail(request: Request) -> Response:
+    name: str = request.path_params["name"]
+    if not name.endswith(".jpg"):
+        return _error(404, "No such thumbnail")
+    found = await _done_video(request, name.removesuffix(".jpg"))
+    if isinstance(found, Response):
+        return found
+    app, video_id = found
+    path = app.storage.thumbnail(video_id)
+    if not path.is_file():
+        return _error(404, "This video has no thumbnail")
+    return FileResponse(path, media_type="image/jpeg")
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    app = app_state(request)
+    checks = {"mongodb": ping_mongo(), "redis": app.redis.ping()}
+    down = []
+    for name, check in checks.items():
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                await check
+        except Exception:
+            down.append(name)
+    if down:
+        return JSONResponse({"status": "unavailable", "down": down}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+routes = [
+    Route("/thumbnails/{name}", thumbnail, methods=["GET", "HEAD"]),
+    Route("/healthz", healthz, methods=["GET", "HEAD"]),
+    Route("/readyz", readyz, methods=["GET", "HEAD"]),
+]

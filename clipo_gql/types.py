@@ -1,0 +1,112 @@
+"""GraphQL types, and their construction from documents."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import NewType
+
+import strawberry
+from strawberry.types.scalar import ScalarDefinition
+
+from clipo_gql import models
+from clipo_gql.models import VideoSource, VideoStatus
+from clipo_gql.processing import duration_text
+
+BigInt = NewType("BigInt", int)
+BIG_INT = strawberry.scalar(
+    name="BigInt",
+    serialize=int,
+    parse_value=int,
+    description="An integer that may exceed 32 bits (file sizes); a JSON number.",
+)
+SCALARS: dict[object, ScalarDefinition] = {BigInt: BIG_INT}
+
+# The documents' enums are the GraphQL enums: one list of states, not two to keep in step.
+strawberry.enum(models.VideoStatus, description="Where a video is in processing.")
+strawberry.enum(models.VideoSource, description="How the video reached us.")
+
+
+@strawberry.type(description="An uploaded or submitted video and what processing found.")
+class Video:
+    id: strawberry.ID
+    filename: str = strawberry.field(description="Original file name, or one derived from the URL.")
+    source: VideoSource
+    source_url: str | None
+    status: VideoStatus
+    progress: float | None = strawberry.field(
+        description="0.0 to 1.0 while PROCESSING; 1.0 when DONE."
+    )
+    error: str | None = strawberry.field(description="Why processing failed, when FAILED.")
+    created_at: datetime = strawberry.field(description="The upload time.")
+    updated_at: datetime
+    size_bytes: BigInt | None = strawberry.field(description="Size of the original file in bytes.")
+    duration: float | None = strawberry.field(description="Seconds.")
+    duration_text: str | None = strawberry.field(
+        description='Duration as HH:MM:SS, e.g. "00:02:45".'
+    )
+    width: int | None = strawberry.field(description="Displayed width (rotation applied).")
+    height: int | None = strawberry.field(description="Displayed height (rotation applied).")
+    video_codec: str | None
+    audio_codec: str | None = strawberry.field(description="null when the file has no audio.")
+    frame_rate: float | None
+    bit_rate: int | None
+    format_name: str | None
+    thumbnail_url: str | None = strawberry.field(description="Absolute URL; null until DONE.")
+    stream_url: str | None
+    download_url: str | None
+    metadata_url: str | None
+    metadata_download_url: str | None
+
+    @classmethod
+    def from_document(cls, doc: models.Video, base_url: str) -> Video:
+        vid = str(doc.id)
+        done = doc.status is models.VideoStatus.DONE
+
+        def url(path: str) -> str | None:
+            return f"{base_url}{path}" if done else None
+
+        return cls(
+            id=strawberry.ID(vid),
+            filename=doc.filename,
+            source=doc.source,
+            source_url=doc.source_url,
+            status=doc.status,
+            progress=doc.progress,
+            error=doc.error,
+            created_at=doc.created_at,
+            updated_at=doc.updated_at,
+            size_bytes=BigInt(doc.size_bytes) if doc.size_bytes is not None else None,
+            duration=doc.duration,
+            duration_text=duration_text(doc.duration),
+            width=doc.width,
+            height=doc.height,
+            video_codec=doc.video_codec,
+            audio_codec=doc.audio_codec,
+            frame_rate=doc.frame_rate,
+            bit_rate=doc.bit_rate,
+            format_name=doc.format_name,
+            thumbnail_url=url(f"/thumbnails/{vid}.jpg"),
+            stream_url=url(f"/stream/{vid}"),
+            download_url=url(f"/download/{vid}"),
+            metadata_url=url(f"/metadata/{vid}"),
+            metadata_download_url=url(f"/download/{vid}/metadata"),
+        )
+
+
+@strawberry.type
+class VideoEdge:
+    cursor: str
+    node: Video
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    end_cursor: str | None
+
+
+@strawberry.type(description="Videos, newest first (Relay-style connection).")
+class VideoConnection:
+    edges: list[VideoEdge]
+    page_info: PageInfo
+    total_count: int
