@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from redis.asyncio import Redis
+
+from clipo_gql.app import create_app
+from clipo_gql.settings import Settings
+
+pytest_plugins = ["tests.clips"]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings isolated per test: own media folder, queue, channels and database."""
+    run = uuid.uuid4().hex[:12]
+    return Settings(
+        media_dir=tmp_path / "media",
+        redis_url=os.environ.get("REDIS_URL"),
+        queue_name=f"clipo-test:{run}:queue",
+        redis_prefix=f"clipo-test:{run}",
+        mongodb_database=f"clipo_test_{run}",
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.effective_redis_url)
+    yield client
+    keys = [k async for k in client.scan_iter(match=f"*{settings.redis_prefix}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@dataclass
+class Server:
+    url: str
+    settings: Settings
+    http: httpx.AsyncClient
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/graphql"
+
+    async def gql(self, query: str, **variables: Any) -> dict[str, Any]:
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def upload(self, path: Path, *, filename: str | None = None) -> httpx.Response:
+        operations = (
+            '{"query": "mutation($file: Upload!) { uploadVideo(file: $file) '
+            '{ id status filename sizeBytes } }", "variables": {"file": null}}'
+        )
+        with path.open("rb") as fh:
+            return await self.http.post(
+                "/graphql",
+                data={"operations": operations, "map": '{"0": ["variables.file"]}'},
+                files={"0": (filename or path.name, fh, "video/mp4")},
+                headers={"apollo-require-preflight": "true"},
+            )
+
+
+async def run_server(settings: Settings, *, embedded: bool = True) -> AsyncIterator[Server]:
+    app = create_app(settings, embedded=embedded)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("server stopped during start-up")
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        yield Server(url=url, settings=settings, http=http)
+    server.should_exit = True
+    await task
+    if settings.mongodb_url:
+        from motor.motor_asyncio import AsyncIOMotorClient
+
+        client: Any = AsyncIOMotorClient(settings.mongodb_url)
+        await client.drop_database(settings.mongodb_database)
+        client.close()
+
+
+@pytest.fixture
+async def server(settings: Settings, redis: Redis) -> AsyncIterator[Server]:
+    """The real app on a loopback port, with its in-process worker."""
+    async for running in run_server(settings):
+        yield running
+
+
+def incoming_files(settings: Settings) -> list[Path]:
+    return sorted((settings.media_dir / "incoming").glob("*"))
+
+
+def video_files(settings: Settings) -> list[Path]:
+    return sorted(p for p in (settings.media_dir / "videos").rglob("*") if p.is_file())
