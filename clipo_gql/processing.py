@@ -81,6 +81,8 @@ class Pipeline:
         video = await self.videos.start_processing(video_id)
         if video is None:
             return  # deleted, or already DONE/FAILED by an earlier delivery
+        # An earlier attempt may have died mid-write: start from the original alone.
+        self.storage.remove_outputs(video_id)
         try:
             async with asyncio.timeout(self.settings.job_timeout_seconds):
                 await self._process(video)
