@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from clipo_gql.connections import MISSING_MONGODB
 from clipo_gql.settings import Settings
 
 log = logging.getLogger("clipo_gql")
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings()
+    if args.command != "dev" and not settings.mongodb_url:
+        # The same check as connections.init_mongo, made before uvicorn/arq print tracebacks.
+        parser.exit(2, f"clipo-gql {args.command}: {MISSING_MONGODB}\n")
     if args.command == "dev":
         dev(settings, args.host, args.port)
     elif args.command == "serve":

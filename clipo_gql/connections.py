@@ -16,6 +16,12 @@ from clipo_gql.settings import Settings
 log = logging.getLogger(__name__)
 
 
+MISSING_MONGODB = (
+    "MONGODB_URL is not set. `serve` and `worker` share state through MongoDB: "
+    "set MONGODB_URL, or use `clipo-gql dev` for the in-process stand-in."
+)
+
+
 class ConfigError(RuntimeError):
     """The configuration cannot work; the message says what to set."""
 
@@ -36,10 +42,7 @@ async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
         )
         client = AsyncMongoMockClient(tz_aware=True)
     else:
-        raise ConfigError(
-            "MONGODB_URL is not set. `serve` and `worker` share state through MongoDB; "
-            "set MONGODB_URL, or use `clipo-gql dev` for the in-process stand-in."
-        )
+        raise ConfigError(MISSING_MONGODB)
     await init_beanie(database=client[settings.mongodb_database], document_models=[Video])
     return client
 
