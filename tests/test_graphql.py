@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
+from clipo_gql.devredis import private_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus, now
 from clipo_gql.settings import Settings
 from tests.conftest import Server, incoming_files, run_server, video_files
@@ -197,3 +199,25 @@ async def test_queries_via_get_but_never_mutations(server: Server):
         "/graphql", params={"query": 'mutation { deleteVideo(id: "x") }'}
     )
     assert refused.status_code in (400, 405)
+
+
+async def test_redis_down_is_reported_and_uploads_keep_nothing(settings: Settings, clips: Any):
+    with private_redis() as url:
+        own = settings.model_copy(update={"redis_url": url})
+        async for server in run_server(own):
+            assert (await server.http.get("/readyz")).status_code == 200
+            killer = Redis.from_url(url)
+            await killer.shutdown(nosave=True)
+            await killer.aclose()
+
+            ready = await server.http.get("/readyz")
+            assert ready.status_code == 503
+            assert ready.json() == {"status": "unavailable", "down": ["redis"]}
+            assert (await server.http.get("/healthz")).status_code == 200
+
+            body = (await server.upload(clips.h264_aac)).json()
+            assert body["errors"][0]["extensions"]["code"] == "INTERNAL"
+            assert "try again" in body["errors"][0]["message"]
+            assert await count_videos() == 0
+            assert incoming_files(own) == []
+            assert video_files(own) == []

@@ -1,0 +1,99 @@
+"""The commands as a person runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from clipo_gql.devredis import answers, free_port, private_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "clipo_gql.cli"]
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MONGODB_URL", "REDIS_URL")}
+    return {**env, **extra}
+
+
+def wait_until_healthy(url: str, proc: subprocess.Popen[Any], seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the server did not become healthy")
+
+
+def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = environment(
+        MEDIA_DIR=str(tmp_path / "media"),
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        QUEUE_NAME=f"clipo-test-cli-{port}",
+    )
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--port", str(port)], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        wait_until_healthy(url, proc)
+        assert httpx.get(f"{url}/readyz").json() == {"status": "ok"}
+        with clips.h264_aac.open("rb") as fh:
+            response = httpx.post(
+                f"{url}/graphql",
+                data={
+                    "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
+                    '{ id } }", "variables": {"f": null}}',
+                    "map": '{"0": ["variables.f"]}',
+                },
+                files={"0": ("clip.mp4", fh, "video/mp4")},
+                headers={"apollo-require-preflight": "true"},
+            )
+        video_id = response.json()["data"]["uploadVideo"]["id"]
+        query = {"query": f'{{ video(id: "{video_id}") {{ status thumbnailUrl }} }}'}
+        deadline = time.monotonic() + 30
+        while True:
+            video = httpx.post(f"{url}/graphql", json=query).json()["data"]["video"]
+            if video["status"] in ("DONE", "FAILED") or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert video == {"status": "DONE", "thumbnailUrl": f"{url}/thumbnails/{video_id}.jpg"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, output
+    assert "NOTHING IS PERSISTED" in output
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_production_processes_refuse_to_start_without_mongodb(tmp_path: Path, command: str):
+    done = subprocess.run(
+        [*CLI, command, "--port", str(free_port())] if command == "serve" else [*CLI, command],
+        env=environment(
+            MEDIA_DIR=str(tmp_path), REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+        ),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "MONGODB_URL is not set" in done.stdout + done.stderr
+
+
+def test_private_redis_starts_and_stops():
+    with private_redis() as url:
+        assert answers(url)
+    assert not answers(url)
