@@ -7,18 +7,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipo_gql.errors import ClipoError, PayloadTooLargeError
+from clipo_gql.units import human_size
 
 MiB = 1024 * 1024
 # Room for the multipart framing and the `operations`/`map` fields around the file itself.
 MULTIPART_OVERHEAD = MiB
-
-
-def human_size(size: int) -> str:
-    for unit, factor in (("GiB", 1024**3), ("MiB", MiB), ("KiB", 1024)):
-        if size >= factor:
-            value = size / factor
-            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
-    return f"{size} bytes"
 
 
 def error_response(error: ClipoError) -> JSONResponse:

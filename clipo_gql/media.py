@@ -25,6 +25,7 @@ from typing import Any
 
 from clipo_gql.errors import ProcessingError, UnsupportedMediaError
 from clipo_gql.settings import Settings
+from clipo_gql.units import duration_text, human_size
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class ProbeResult:
 
     @property
     def duration_text(self) -> str:
-        return _hms(self.duration)
+        return duration_text(self.duration)
 
 
 def plan_streams(probe: ProbeResult) -> tuple[bool, bool]:
@@ -182,7 +183,7 @@ class Media:
             if size >= s.max_output_bytes:
                 # -fs stops writing and still exits 0: the file would be silently cut short.
                 raise ProcessingError(
-                    f"The converted video would be larger than {_bytes_text(s.max_output_bytes)}"
+                    f"The converted video would be larger than {human_size(s.max_output_bytes)}"
                 )
             os.replace(tmp, dest)
         finally:
@@ -372,7 +373,8 @@ def _parse_probe(data: dict[str, Any], s: Settings) -> ProbeResult:
         raise UnsupportedMediaError("The video's duration is unknown")
     if duration > s.max_duration_seconds:
         raise UnsupportedMediaError(
-            f"The video is {_hms(duration)} long; the limit is {_hms(s.max_duration_seconds)}"
+            f"The video is {duration_text(duration)} long;"
+            f" the limit is {duration_text(s.max_duration_seconds)}"
         )
 
     coded_w, coded_h = _int(video.get("width")), _int(video.get("height"))
@@ -449,19 +451,6 @@ def _rate(value: Any) -> float | None:
     if n is None or not d or n <= 0:
         return None
     return round(n / d, 3)
-
-
-def _hms(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}"
-
-
-def _bytes_text(n: int) -> str:
-    for unit, size in (("GiB", 1024**3), ("MiB", MiB), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{n} bytes"
 
 
 # --- paths and messages ----------------------------------------------------------------------

@@ -37,13 +37,6 @@ def video_fields(probe: ProbeResult) -> dict[str, Any]:
     }
 
 
-def duration_text(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    total = int(seconds)
-    return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
-
-
 def metadata_document(video: Video, probe: ProbeResult) -> dict[str, Any]:
     return {
         "id": str(video.id),
@@ -53,7 +46,7 @@ def metadata_document(video: Video, probe: ProbeResult) -> dict[str, Any]:
         "createdAt": video.created_at.isoformat(),
         "sizeBytes": video.size_bytes,
         "duration": probe.duration,
-        "durationText": duration_text(probe.duration),
+        "durationText": probe.duration_text,
         "width": probe.width,
         "height": probe.height,
         "rotation": probe.rotation,

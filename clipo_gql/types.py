@@ -10,7 +10,7 @@ from strawberry.types.scalar import ScalarDefinition
 
 from clipo_gql import models
 from clipo_gql.models import VideoSource, VideoStatus
-from clipo_gql.processing import duration_text
+from clipo_gql.units import duration_text
 
 BigInt = NewType("BigInt", int)
 BIG_INT = strawberry.scalar(
@@ -77,7 +77,7 @@ class Video:
             updated_at=doc.updated_at,
             size_bytes=BigInt(doc.size_bytes) if doc.size_bytes is not None else None,
             duration=doc.duration,
-            duration_text=duration_text(doc.duration),
+            duration_text=None if doc.duration is None else duration_text(doc.duration),
             width=doc.width,
             height=doc.height,
             video_codec=doc.video_codec,
