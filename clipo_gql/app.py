@@ -24,7 +24,7 @@ from clipo_gql.schema import build_schema
 from clipo_gql.settings import Settings
 from clipo_gql.state import AppState
 from clipo_gql.storage import Storage
-from clipo_gql.tasks import embedded_worker
+from clipo_gql.tasks import run_embedded_worker
 from clipo_gql.videos import VideoService
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         storage.prepare()
         hub = EventHub(redis, settings.redis_prefix)
         await hub.start()
-        worker = embedded_worker(settings) if embedded else None
-        worker_task = asyncio.create_task(worker.async_run()) if worker else None
+        worker = asyncio.create_task(run_embedded_worker(settings)) if embedded else None
         state = AppState(
             settings=settings,
             redis=redis,
@@ -64,14 +63,16 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         try:
             yield {"clipo": state}
         finally:
-            if worker is not None and worker_task is not None:
-                await worker.close()
+            if worker is not None:
+                worker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await worker_task
+                    await worker
             await hub.close()
             await redis.aclose()
             mongo.close()
 
+    # python-multipart logs a warning per malformed body: any client could flood the log.
+    logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
     graphql = ClipoGraphQL(build_schema(settings), settings)
     middleware = [
         Middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=MiB)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, TypedDict, cast
 
@@ -9,6 +10,7 @@ from arq import func
 from arq.connections import ArqRedis
 from arq.worker import Worker
 from bson import ObjectId
+from redis.exceptions import RedisError
 
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
@@ -114,6 +116,34 @@ def embedded_worker(settings: Settings) -> Worker:
         **_worker_options(settings),
         **_lifecycle(settings, own_mongo=False),
     )
+
+
+async def run_embedded_worker(settings: Settings) -> None:
+    """The worker of `clipo-gql dev`: started again when Redis goes away, closed when cancelled.
+
+    A separate `clipo-gql worker` process exits when it loses Redis and its supervisor
+    restarts it; inside the API process nobody would, so this loop does.
+    """
+    delay = 0.5
+    while True:
+        worker = embedded_worker(settings)
+        try:
+            await worker.async_run()
+        except (RedisError, OSError) as exc:
+            log.warning("embedded worker lost Redis (%s); starting again in %.1f s", exc, delay)
+        finally:
+            await _close(worker)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _close(worker: Worker) -> None:
+    try:
+        await worker.close()
+    except (RedisError, OSError):
+        # close() talks to Redis before it closes its pool: with Redis gone, close the pool here.
+        if worker._pool is not None:
+            await worker._pool.aclose()
 
 
 def worker_settings(settings: Settings) -> type:
