@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from arq.connections import ArqRedis
 from bson import ObjectId
 
 from clipo_gql.connections import create_redis
@@ -25,9 +24,17 @@ async def stored_video(server: Server, clip: Any) -> Video:
     return video
 
 
-async def job_context(settings: Settings) -> tuple[dict[str, Any], ArqRedis]:
+async def run_job(settings: Settings, video: Video, job_try: int = 1) -> Video:
+    """Run the job as arq would, and return the video's stored state afterwards."""
     redis = await create_redis(settings)
-    return {**build_context(settings, redis), "job_try": 1}, redis
+    try:
+        ctx = {**build_context(settings, redis), "job_try": job_try}
+        await process_video(ctx, str(video.id))
+    finally:
+        await redis.aclose()
+    stored = await Video.get(video.id)
+    assert stored is not None
+    return stored
 
 
 async def test_same_video_is_queued_once(settings: Settings):
@@ -44,20 +51,12 @@ async def test_same_video_is_queued_once(settings: Settings):
 
 async def test_rerun_after_done_changes_nothing(server: Server, clips: Any):
     video = await stored_video(server, clips.h264_aac)
-    ctx, redis = await job_context(server.settings)
-    try:
-        await process_video(ctx, str(video.id))
-        done = await Video.get(video.id)
-        assert done is not None
-        assert done.status is VideoStatus.DONE
-        files = {p: p.stat().st_mtime_ns for p in video_files(server.settings)}
-        await process_video(ctx, str(video.id))  # arq delivers at least once
-        again = await Video.get(video.id)
-        assert again is not None
-        assert again.version == done.version
-        assert {p: p.stat().st_mtime_ns for p in video_files(server.settings)} == files
-    finally:
-        await redis.aclose()
+    done = await run_job(server.settings, video)
+    assert done.status is VideoStatus.DONE
+    files = {p: p.stat().st_mtime_ns for p in video_files(server.settings)}
+    again = await run_job(server.settings, video)  # arq delivers at least once
+    assert again.version == done.version
+    assert {p: p.stat().st_mtime_ns for p in video_files(server.settings)} == files
 
 
 async def test_rerun_of_an_interrupted_job_finishes_with_one_set_of_files(
@@ -71,13 +70,7 @@ async def test_rerun_of_an_interrupted_job_finishes_with_one_set_of_files(
     )
     folder = server.settings.media_dir / "videos" / str(video.id)
     (folder / ".leftover.part").write_bytes(b"half a video")
-    ctx, redis = await job_context(server.settings)
-    try:
-        await process_video({**ctx, "job_try": 2}, str(video.id))
-    finally:
-        await redis.aclose()
-    done = await Video.get(video.id)
-    assert done is not None
+    done = await run_job(server.settings, video, job_try=2)
     assert (done.status, done.progress) == (VideoStatus.DONE, 1.0)
     assert sorted(p.name for p in folder.iterdir()) == [
         "metadata.json", "original", "thumbnail.jpg", "video.mp4",
@@ -86,14 +79,8 @@ async def test_rerun_of_an_interrupted_job_finishes_with_one_set_of_files(
 
 async def test_video_is_failed_when_its_workers_kept_dying(server: Server, clips: Any):
     video = await stored_video(server, clips.h264_aac)
-    ctx, redis = await job_context(server.settings)
-    try:
-        tries = server.settings.job_max_tries + 1  # the extra try arq gives the job
-        await process_video({**ctx, "job_try": tries}, str(video.id))
-    finally:
-        await redis.aclose()
-    failed = await Video.get(video.id)
-    assert failed is not None
+    tries = server.settings.job_max_tries + 1  # the extra try arq gives the job
+    failed = await run_job(server.settings, video, job_try=tries)
     assert failed.status is VideoStatus.FAILED
     assert failed.error is not None
     assert "interrupted 3 times" in failed.error
@@ -102,13 +89,7 @@ async def test_video_is_failed_when_its_workers_kept_dying(server: Server, clips
 async def test_a_missing_original_fails_with_a_reason(server: Server, clips: Any):
     video = await stored_video(server, clips.h264_aac)
     (server.settings.media_dir / "videos" / str(video.id) / "original").unlink()
-    ctx, redis = await job_context(server.settings)
-    try:
-        await process_video(ctx, str(video.id))
-    finally:
-        await redis.aclose()
-    failed = await Video.get(video.id)
-    assert failed is not None
+    failed = await run_job(server.settings, video)
     assert failed.status is VideoStatus.FAILED
     assert failed.error == "The uploaded file is missing; upload it again"
 
@@ -121,13 +102,7 @@ async def test_job_timeout_marks_the_video_failed(server: Server, clips: Any, tm
         update={"ffmpeg_binary": str(slow), "job_timeout_seconds": 1}
     )
     video = await stored_video(server, clips.h264_aac)
-    ctx, redis = await job_context(settings)
-    try:
-        await process_video(ctx, str(video.id))
-    finally:
-        await redis.aclose()
-    failed = await Video.get(video.id)
-    assert failed is not None
+    failed = await run_job(settings, video)
     assert failed.status is VideoStatus.FAILED
     assert failed.error is not None
     assert "1 s" in failed.error
