@@ -221,3 +221,25 @@ async def test_redis_down_is_reported_and_uploads_keep_nothing(settings: Setting
             assert await count_videos() == 0
             assert incoming_files(own) == []
             assert video_files(own) == []
+
+
+async def test_public_base_url_builds_the_links(settings: Settings, redis):
+    public = settings.model_copy(update={"public_base_url": "https://videos.example.com"})
+    async for server in run_server(public):
+        done = next(v for v in await make_videos(2) if v.status is VideoStatus.DONE)
+        failed = next(v for v in await make_videos(2) if v.status is VideoStatus.FAILED)
+        query = (
+            "query($id: ID!) { video(id: $id) { thumbnailUrl streamUrl downloadUrl "
+            "metadataUrl metadataDownloadUrl } }"
+        )
+        links = (await server.gql(query, id=str(done.id)))["data"]["video"]
+        base = "https://videos.example.com"
+        assert links == {
+            "thumbnailUrl": f"{base}/thumbnails/{done.id}.jpg",
+            "streamUrl": f"{base}/stream/{done.id}",
+            "downloadUrl": f"{base}/download/{done.id}",
+            "metadataUrl": f"{base}/metadata/{done.id}",
+            "metadataDownloadUrl": f"{base}/download/{done.id}/metadata",
+        }
+        none = (await server.gql(query, id=str(failed.id)))["data"]["video"]
+        assert set(none.values()) == {None}
