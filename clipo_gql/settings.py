@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, field_validator
@@ -27,6 +26,13 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     ffmpeg_binary: str = "ffmpeg"
     ffprobe_binary: str = "ffprobe"
+
+    # URL submissions (security.md, "URL ingestion")
+    url_max_length: int = Field(default=2048, ge=16)
+    url_fetch_max_redirects: int = Field(default=5, ge=0)
+    url_fetch_connect_timeout_seconds: float = Field(default=10, gt=0)
+    url_fetch_read_timeout_seconds: float = Field(default=30, gt=0)
+    url_fetch_timeout_seconds: float = Field(default=1800, gt=0)
 
     # Worker
     worker_concurrency: int = Field(default=2, ge=1)
@@ -70,10 +76,11 @@ class Settings(BaseSettings):
     def effective_redis_url(self) -> str:
         return self.redis_url or DEFAULT_REDIS_URL
 
-    @cached_property
+    # Plain properties, not cached: `model_copy(update=...)` would keep a stale cached value.
+    @property
     def allowed_ports(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.url_fetch_allowed_ports.split(",") if p.strip())
 
-    @cached_property
+    @property
     def origins(self) -> tuple[str, ...]:
         return tuple(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
