@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 from bson import ObjectId
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clipo_gql.connections import ping_mongo
 from clipo_gql.models import Video, VideoStatus
+from clipo_gql.responses import MediaFileResponse, download_name
 from clipo_gql.state import AppState, app_state
 from clipo_gql.storage import parse_id
 
@@ -21,15 +24,21 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _done_video(request: Request, raw_id: str) -> tuple[AppState, ObjectId] | Response:
+async def _done_video(request: Request, raw_id: str) -> tuple[AppState, Video] | Response:
     """The video when it is DONE, else the 404/409 response that explains why not."""
     video_id = parse_id(raw_id)
     video = await Video.get(video_id) if video_id is not None else None
-    if video is None or video_id is None:
+    if video is None:
         return _error(404, "No video with this id")
     if video.status is not VideoStatus.DONE:
         return _error(409, f"The video is {video.status.value}, not DONE")
-    return app_state(request), video_id
+    return app_state(request), video
+
+
+def _file(path: Path, **options: Any) -> Response:
+    if not path.is_file():  # DONE but its file is gone: removed by hand, or a broken volume
+        return _error(404, "The file of this video is missing")
+    return MediaFileResponse(path, **options)
 
 
 async def thumbnail(request: Request) -> Response:
@@ -39,11 +48,55 @@ async def thumbnail(request: Request) -> Response:
     found = await _done_video(request, name.removesuffix(".jpg"))
     if isinstance(found, Response):
         return found
-    app, video_id = found
-    path = app.storage.thumbnail(video_id)
-    if not path.is_file():
-        return _error(404, "This video has no thumbnail")
-    return FileResponse(path, media_type="image/jpeg")
+    app, video = found
+    return _file(app.storage.thumbnail(_id(video)), media_type="image/jpeg")
+
+
+async def stream(request: Request) -> Response:
+    found = await _done_video(request, request.path_params["id"])
+    if isinstance(found, Response):
+        return found
+    app, video = found
+    return _file(app.storage.processed(_id(video)), media_type="video/mp4")
+
+
+async def download(request: Request) -> Response:
+    found = await _done_video(request, request.path_params["id"])
+    if isinstance(found, Response):
+        return found
+    app, video = found
+    return _file(
+        app.storage.processed(_id(video)),
+        media_type="video/mp4",
+        download_name=download_name(video.filename, ".mp4"),
+        disposition="attachment",
+    )
+
+
+async def metadata(request: Request) -> Response:
+    found = await _done_video(request, request.path_params["id"])
+    if isinstance(found, Response):
+        return found
+    app, video = found
+    return _file(app.storage.metadata(_id(video)), media_type="application/json")
+
+
+async def download_metadata(request: Request) -> Response:
+    found = await _done_video(request, request.path_params["id"])
+    if isinstance(found, Response):
+        return found
+    app, video = found
+    return _file(
+        app.storage.metadata(_id(video)),
+        media_type="application/json",
+        download_name=download_name(video.filename, ".metadata.json"),
+        disposition="attachment",
+    )
+
+
+def _id(video: Video) -> ObjectId:
+    assert video.id is not None
+    return video.id
 
 
 async def healthz(request: Request) -> Response:
@@ -67,6 +120,10 @@ async def readyz(request: Request) -> Response:
 
 routes = [
     Route("/thumbnails/{name}", thumbnail, methods=["GET", "HEAD"]),
+    Route("/stream/{id}", stream, methods=["GET", "HEAD"]),
+    Route("/download/{id}", download, methods=["GET", "HEAD"]),
+    Route("/download/{id}/metadata", download_metadata, methods=["GET", "HEAD"]),
+    Route("/metadata/{id}", metadata, methods=["GET", "HEAD"]),
     Route("/healthz", healthz, methods=["GET", "HEAD"]),
     Route("/readyz", readyz, methods=["GET", "HEAD"]),
 ]

@@ -1,0 +1,186 @@
+"""GET routes for a processed video: stream with ranges, downloads, metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+import pytest
+
+from clipo_gql.models import Video, VideoSource
+from clipo_gql.responses import content_disposition, download_name
+from tests.conftest import Server
+from tests.test_api import upload_id, watch
+
+
+@pytest.fixture
+async def done(server: Server, clips: Any) -> tuple[str, bytes]:
+    """A processed video's id and the bytes of its MP4."""
+    video_id = await upload_id(server, clips.h264_aac, filename="fête finale.mov")
+    states = await asyncio.wait_for(watch(server, video_id), 60)
+    assert states[-1]["status"] == "DONE"
+    mp4 = server.settings.media_dir / "videos" / video_id / "video.mp4"
+    return video_id, mp4.read_bytes()
+
+
+async def test_stream_whole_file(server: Server, done: tuple[str, bytes]):
+    video_id, data = done
+    response = await server.http.get(f"/stream/{video_id}")
+    assert response.status_code == 200
+    assert response.content == data
+    assert response.headers["content-type"] == "video/mp4"
+    assert response.headers["accept-ranges"] == "bytes"
+    assert response.headers["content-length"] == str(len(data))
+    assert response.headers["etag"]
+    assert response.headers["last-modified"]
+    assert "content-disposition" not in response.headers
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-0", 0, 0),  # first byte
+        ("bytes=-1", -1, -1),  # last byte
+        ("bytes=-500", -500, -1),  # suffix
+        ("bytes=100-", 100, -1),  # open
+        ("bytes=10-19", 10, 19),
+    ],
+)
+async def test_stream_single_ranges(
+    server: Server, done: tuple[str, bytes], header: str, start: int, end: int
+):
+    video_id, data = done
+    size = len(data)
+    first, last = start % size, end % size
+    response = await server.http.get(f"/stream/{video_id}", headers={"range": header})
+    assert response.status_code == 206
+    assert response.headers["content-range"] == f"bytes {first}-{last}/{size}"
+    assert response.content == data[first : last + 1]
+
+
+async def test_range_past_the_end_is_416(server: Server, done: tuple[str, bytes]):
+    video_id, data = done
+    response = await server.http.get(
+        f"/stream/{video_id}", headers={"range": f"bytes={len(data)}-"}
+    )
+    assert response.status_code == 416
+    assert response.headers["content-range"] == f"bytes */{len(data)}"
+
+
+@pytest.mark.parametrize("header", ["bytes=5-2", "garbage", "items=0-1", "bytes=x-y"])
+async def test_malformed_range_gets_the_whole_file(
+    server: Server, done: tuple[str, bytes], header: str
+):
+    video_id, data = done
+    response = await server.http.get(f"/stream/{video_id}", headers={"range": header})
+    assert response.status_code == 200
+    assert response.content == data
+
+
+async def test_multiple_ranges_answer_multipart_byteranges(server: Server, done: tuple[str, bytes]):
+    video_id, data = done
+    response = await server.http.get(f"/stream/{video_id}", headers={"range": "bytes=0-9,100-109"})
+    assert response.status_code == 206
+    assert response.headers["content-type"].startswith("multipart/byteranges; boundary=")
+    assert data[0:10] in response.content
+    assert data[100:110] in response.content
+
+
+async def test_if_range_and_conditional_requests(server: Server, done: tuple[str, bytes]):
+    video_id, data = done
+    etag = (await server.http.head(f"/stream/{video_id}")).headers["etag"]
+    fresh = await server.http.get(
+        f"/stream/{video_id}", headers={"range": "bytes=0-3", "if-range": etag}
+    )
+    assert (fresh.status_code, fresh.content) == (206, data[:4])
+    stale = await server.http.get(
+        f"/stream/{video_id}", headers={"range": "bytes=0-3", "if-range": '"stale"'}
+    )
+    assert (stale.status_code, stale.content) == (200, data)
+    cached = await server.http.get(f"/stream/{video_id}", headers={"if-none-match": etag})
+    assert cached.status_code == 304
+    assert cached.content == b""
+    assert cached.headers["etag"] == etag
+    changed = await server.http.get(f"/stream/{video_id}", headers={"if-none-match": '"old"'})
+    assert changed.status_code == 200
+
+
+async def test_head_sends_headers_only(server: Server, done: tuple[str, bytes]):
+    video_id, data = done
+    response = await server.http.head(f"/stream/{video_id}")
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(data))
+    assert response.content == b""
+
+
+async def test_download_is_an_attachment_named_after_the_original(
+    server: Server, done: tuple[str, bytes]
+):
+    video_id, data = done
+    response = await server.http.get(f"/download/{video_id}")
+    assert response.status_code == 200
+    assert response.content == data
+    disposition = response.headers["content-disposition"]
+    assert disposition == (
+        "attachment; filename=\"f_te finale.mp4\"; filename*=UTF-8''f%C3%AAte%20finale.mp4"
+    )
+
+
+async def test_metadata_inline_and_as_attachment(server: Server, done: tuple[str, bytes]):
+    video_id, _ = done
+    inline = await server.http.get(f"/metadata/{video_id}")
+    assert inline.status_code == 200
+    assert inline.headers["content-type"] == "application/json"
+    assert "content-disposition" not in inline.headers
+    document = inline.json()
+    assert document["id"] == video_id
+    assert document["filename"] == "fête finale.mov"
+    assert document["videoCodec"] == "h264"
+    assert {"streams", "format"} <= set(document["ffprobe"])
+    attachment = await server.http.get(f"/download/{video_id}/metadata")
+    assert attachment.status_code == 200
+    assert json.loads(attachment.content) == document
+    assert attachment.headers["content-disposition"].startswith(
+        'attachment; filename="f_te finale.metadata.json"'
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/stream/{id}", "/download/{id}", "/metadata/{id}", "/download/{id}/metadata",
+     "/thumbnails/{id}.jpg"],
+)  # fmt: skip
+async def test_unknown_malformed_and_unfinished_videos(server: Server, path: str):
+    pending = Video(filename="p.mp4", source=VideoSource.UPLOAD)
+    await pending.insert()
+    for raw, status in (
+        ("0123456789abcdef01234567", 404),
+        ("not-an-id", 404),
+        ("..%2F..%2Fetc%2Fpasswd", 404),
+        ("%2e%2e", 404),
+        (str(pending.id), 409),
+    ):
+        response = await server.http.get(path.format(id=raw))
+        assert response.status_code == status, (path, raw)
+        assert response.json()["error"], (path, raw)
+
+
+async def test_a_missing_file_is_404_not_500(server: Server, done: tuple[str, bytes]):
+    video_id, _ = done
+    os.remove(server.settings.media_dir / "videos" / video_id / "video.mp4")
+    response = await server.http.get(f"/stream/{video_id}")
+    assert response.status_code == 404
+    assert response.json() == {"error": "The file of this video is missing"}
+
+
+def test_download_names_are_safe_for_any_original_name():
+    assert content_disposition("attachment", download_name('a "b"\\c.mov', ".mp4")) == (
+        "attachment; filename=\"c.mp4\"; filename*=UTF-8''c.mp4"
+    )
+    assert content_disposition("attachment", download_name('say "hi" ünïcode.mkv', ".mp4")) == (
+        'attachment; filename="say _hi_ _n_code.mp4"; '
+        "filename*=UTF-8''say%20%22hi%22%20%C3%BCn%C3%AFcode.mp4"
+    )
+    assert download_name("", ".metadata.json") == "video.metadata.json"
