@@ -1,4 +1,8 @@
-"""An accepted upload becomes a stored video and a queued job, or nothing at all."""
+"""What the mutations do: each either completes or leaves nothing behind.
+
+An accepted upload or URL becomes a stored video and a queued job, a failed video is queued
+again, a deleted one loses its document, its job and its files.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,16 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
-from clipo_gql.errors import ServiceUnavailableError, UnsupportedMediaError
+from clipo_gql.errors import (
+    InvalidStateError,
+    NotFoundError,
+    ServiceUnavailableError,
+    UnsupportedMediaError,
+)
+from clipo_gql.fetch import filename_from_url, validate_url
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.state import AppState
-from clipo_gql.tasks import enqueue_processing
+from clipo_gql.tasks import cancel_processing, enqueue_processing
 from clipo_gql.uploads import ReceivedFile, safe_filename, sniff_video
 
 log = logging.getLogger(__name__)
@@ -34,6 +44,43 @@ async def accept_upload(app: AppState, received: ReceivedFile) -> Video:
     )
     assert video.id is not None
     app.storage.adopt(received.path, video.id)
+    return await _store_and_queue(app, video)
+
+
+async def accept_url(app: AppState, url: str) -> Video:
+    """Check the URL now (FORBIDDEN_URL, no video); the worker downloads it, checking again."""
+    checked = await validate_url(url, app.settings)
+    video = Video(
+        id=ObjectId(),
+        filename=filename_from_url(checked.url),
+        source=VideoSource.URL,
+        source_url=checked.url,
+    )
+    return await _store_and_queue(app, video)
+
+
+async def retry(app: AppState, video_id: ObjectId) -> Video:
+    video = await app.videos.requeue(video_id)
+    if video is None:
+        current = await Video.get(video_id)
+        if current is None:
+            raise NotFoundError("No video with this id")
+        raise InvalidStateError(f"Only FAILED videos can be retried; this one is {current.status}")
+    await enqueue_processing(app.redis, video_id)
+    return video
+
+
+async def delete(app: AppState, video_id: ObjectId) -> bool:
+    """Remove the document, stop its job if one runs, remove its files. False if none existed."""
+    if not await app.videos.delete(video_id):
+        return False
+    await cancel_processing(app.redis, video_id)
+    await app.storage.remove_video(video_id)
+    return True
+
+
+async def _store_and_queue(app: AppState, video: Video) -> Video:
+    assert video.id is not None
     inserted = False
     try:
         await video.insert()

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from pathlib import Path
 from typing import Any
 
 from bson import ObjectId
 
 from clipo_gql.errors import ClipoError, ProcessingError
+from clipo_gql.fetch import download
 from clipo_gql.media import Media, ProbeResult
-from clipo_gql.models import Video
+from clipo_gql.models import Video, VideoSource
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage
 from clipo_gql.videos import VideoService
 
 log = logging.getLogger(__name__)
 
-# Share of the progress bar each step owns: the MP4 step is where the time goes.
+# Share of the progress bar each step owns: the MP4 step is where the time goes. A URL's
+# download takes the first DOWNLOADED of the bar and the steps share the rest.
+# (media.py and fetch.py report progress at most four times a second: each report costs a
+# MongoDB write and a publish.)
+DOWNLOADED = 0.4
 PROBED, THUMBNAILED, ENCODED = 0.03, 0.06, 0.98
-# A progress event costs a MongoDB write and a publish: a few per second is plenty for a bar.
-PROGRESS_INTERVAL_SECONDS = 0.25
 
 
 def video_fields(probe: ProbeResult) -> dict[str, Any]:
@@ -102,34 +105,57 @@ class Pipeline:
         assert video.id is not None
         video_id = video.id
         source = self.storage.original(video_id)
+        bar = _ProgressBar(self.videos, video_id)
+        if video.source is VideoSource.URL and not source.is_file():
+            if not await self._download(video, source, bar):
+                return  # deleted meanwhile
+            bar.start = DOWNLOADED
         if not source.is_file():
             raise ProcessingError("The uploaded file is missing; upload it again")
 
         probe = await self.media.probe(source)
-        if await self.videos.record_probe(video_id, video_fields(probe)) is None:
+        if await self.videos.record(video_id, video_fields(probe)) is None:
             return  # deleted meanwhile
-        await self.videos.set_progress(video_id, PROBED)
+        await bar.at(PROBED)
 
         await self.media.thumbnail(source, self.storage.thumbnail(video_id), probe.duration)
-        await self.videos.set_progress(video_id, THUMBNAILED)
-
-        last_tick = 0.0
+        await bar.at(THUMBNAILED)
 
         async def on_progress(ratio: float) -> None:
-            nonlocal last_tick
-            tick = time.monotonic()
-            if tick - last_tick >= PROGRESS_INTERVAL_SECONDS:
-                last_tick = tick
-                await self.videos.set_progress(
-                    video_id, THUMBNAILED + (ENCODED - THUMBNAILED) * ratio
-                )
+            await bar.at(THUMBNAILED + (ENCODED - THUMBNAILED) * ratio)
 
         remuxed = await self.media.make_mp4(
             source, self.storage.processed(video_id), probe, on_progress
         )
+        stored = await Video.get(video_id)  # the download may have renamed it
         await self.storage.write_json(
-            self.storage.metadata(video_id), metadata_document(video, probe)
+            self.storage.metadata(video_id), metadata_document(stored or video, probe)
         )
         if await self.videos.finish(video_id, {"remuxed": remuxed}) is None:
             # Deleted while we worked: the delete may have run before our files appeared.
             await self.storage.remove_video(video_id)
+
+    async def _download(self, video: Video, dest: Path, bar: _ProgressBar) -> bool:
+        assert video.id is not None
+        assert video.source_url is not None
+
+        async def on_bytes(received: int, total: int | None) -> None:
+            if total:
+                await bar.at(DOWNLOADED * received / total)
+
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        got = await download(video.source_url, dest, self.settings, on_bytes)
+        fields = {"filename": got.filename, "size_bytes": got.size}
+        return await self.videos.record(video.id, fields) is not None
+
+
+class _ProgressBar:
+    """Maps each step's share of the work onto the bar: after the download, when there was one."""
+
+    def __init__(self, videos: VideoService, video_id: ObjectId) -> None:
+        self.videos = videos
+        self.video_id = video_id
+        self.start = 0.0
+
+    async def at(self, share: float) -> None:
+        await self.videos.set_progress(self.video_id, self.start + (1 - self.start) * share)

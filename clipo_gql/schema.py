@@ -20,10 +20,9 @@ from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from clipo_gql import models
+from clipo_gql import actions, models
 from clipo_gql.errors import BadUserInputError
 from clipo_gql.graphql_errors import ErrorCodes, log_unexpected
-from clipo_gql.ingest import accept_upload
 from clipo_gql.models import VideoStatus
 from clipo_gql.pagination import encode_cursor, page
 from clipo_gql.state import Context
@@ -84,8 +83,27 @@ class Mutation:
             raise BadUserInputError(
                 "`file` must be a file part of a multipart request (GraphQL multipart request spec)"
             )
-        doc = await accept_upload(info.context.app, file)
+        doc = await actions.accept_upload(info.context.app, file)
         return Video.from_document(doc, info.context.base_url)
+
+    @strawberry.mutation(
+        description="Submit a video by http(s) URL; the worker downloads it, then processes it."
+    )
+    async def submit_video(self, info: Info, url: str) -> Video:
+        doc = await actions.accept_url(info.context.app, url)
+        return Video.from_document(doc, info.context.base_url)
+
+    @strawberry.mutation(description="Queue a FAILED video again (INVALID_STATE otherwise).")
+    async def retry_video(self, info: Info, id: strawberry.ID) -> Video:
+        doc = await actions.retry(info.context.app, _video_id(id))
+        return Video.from_document(doc, info.context.base_url)
+
+    @strawberry.mutation(
+        description="Delete a video and all its files, also while it is processing. "
+        "false when there was no such video."
+    )
+    async def delete_video(self, info: Info, id: strawberry.ID) -> bool:
+        return await actions.delete(info.context.app, _video_id(id))
 
 
 @strawberry.type

@@ -8,6 +8,8 @@ from typing import Any, TypedDict, cast
 
 from arq import func
 from arq.connections import ArqRedis
+from arq.constants import abort_jobs_ss
+from arq.utils import timestamp_ms
 from arq.worker import Worker
 from bson import ObjectId
 from redis.exceptions import RedisError
@@ -39,6 +41,11 @@ def job_id(video_id: ObjectId) -> str:
 
 async def enqueue_processing(redis: ArqRedis, video_id: ObjectId) -> None:
     await redis.enqueue_job(PROCESS_VIDEO, str(video_id), _job_id=job_id(video_id))
+
+
+async def cancel_processing(redis: ArqRedis, video_id: ObjectId) -> None:
+    """Ask whichever worker runs (or will pick up) the video's job to cancel it."""
+    await redis.zadd(abort_jobs_ss, {job_id(video_id): timestamp_ms()})
 
 
 async def process_video(ctx: dict[str, Any], video_id: str) -> None:
@@ -87,6 +94,7 @@ def _worker_options(settings: Settings) -> dict[str, Any]:
         "max_jobs": settings.worker_concurrency,
         "poll_delay": settings.worker_poll_delay_seconds,
         "health_check_interval": 30,
+        "allow_abort_jobs": True,  # deleteVideo cancels a running job
     }
 
 

@@ -21,6 +21,8 @@ from clipo_gql.models import Video, VideoStatus, now
 # lost in ways the hub cannot see.
 RESYNC_AFTER_SECONDS = 15.0
 ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
+# Published instead of a video when one is deleted.
+DELETED = "deleted"
 
 
 class VideoService:
@@ -60,9 +62,6 @@ class VideoService:
             inc={"attempts": 1},
         )
 
-    async def record_probe(self, video_id: ObjectId, fields: dict[str, Any]) -> Video | None:
-        return await self._update(video_id, fields, expect=(VideoStatus.PROCESSING,))
-
     async def set_progress(self, video_id: ObjectId, progress: float) -> Video | None:
         """Store a higher progress; a lower or equal one is dropped (progress never goes down)."""
         progress = round(min(max(progress, 0.0), 0.99), 3)
@@ -84,6 +83,26 @@ class VideoService:
         return await self._update(
             video_id, {"status": VideoStatus.FAILED.value, "error": reason}, expect=ACTIVE
         )
+
+    async def record(self, video_id: ObjectId, fields: dict[str, Any]) -> Video | None:
+        """Store what processing learned (probe fields, the downloaded file's name and size)."""
+        return await self._update(video_id, fields, expect=(VideoStatus.PROCESSING,))
+
+    async def requeue(self, video_id: ObjectId) -> Video | None:
+        """FAILED -> PENDING, for a retry; None when the video is not FAILED (or not there)."""
+        return await self._update(
+            video_id,
+            {"status": VideoStatus.PENDING.value, "error": None, "progress": None},
+            expect=(VideoStatus.FAILED,),
+        )
+
+    async def delete(self, video_id: ObjectId) -> bool:
+        result = await Video.get_motor_collection().delete_one({"_id": video_id})
+        if result.deleted_count == 0:
+            return False
+        # Subscribers re-read on this, find nothing, and complete.
+        await self.events.redis.publish(self.events.channel(video_id), DELETED)
+        return True
 
     async def watch(self, hub: EventHub, video_id: ObjectId) -> AsyncIterator[Video]:
         """The current state, then every newer one, ending after DONE or FAILED.
@@ -119,7 +138,7 @@ async def _newest(queue: asyncio.Queue[str | None]) -> Video | None:
         return None
     while not queue.empty():
         items.append(queue.get_nowait())
-    if any(item is RESYNC for item in items):
+    if any(item is RESYNC or item == DELETED for item in items):
         return None
     videos = [Video.model_validate_json(item) for item in items if item is not None]
     newest: Video = max(videos, key=lambda v: v.version)

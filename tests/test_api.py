@@ -12,8 +12,8 @@ from tests.conftest import Server, incoming_files, video_files
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, subscribe
 
 VIDEO_FIELDS = """
-  id filename source status progress error createdAt updatedAt sizeBytes duration durationText
-  width height videoCodec audioCodec frameRate bitRate formatName
+  id filename source sourceUrl status progress error createdAt updatedAt sizeBytes duration
+  durationText width height videoCodec audioCodec frameRate bitRate formatName
   thumbnailUrl streamUrl downloadUrl metadataUrl metadataDownloadUrl
 """
 WATCH = f"subscription($id: ID!) {{ videoStatus(id: $id) {{ {VIDEO_FIELDS} }} }}"
