@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from clipo_gql.connections import ping_mongo
 from clipo_gql.models import Video, VideoStatus
 from clipo_gql.responses import MediaFileResponse, download_name
 from clipo_gql.state import AppState, app_state
-from clipo_gql.storage import parse_id
+from clipo_gql.storage import Storage, parse_id
 
 READY_TIMEOUT_SECONDS = 2.0
 
@@ -52,46 +53,23 @@ async def thumbnail(request: Request) -> Response:
     return _file(app.storage.thumbnail(_id(video)), media_type="image/jpeg")
 
 
-async def stream(request: Request) -> Response:
-    found = await _done_video(request, request.path_params["id"])
-    if isinstance(found, Response):
-        return found
-    app, video = found
-    return _file(app.storage.processed(_id(video)), media_type="video/mp4")
+def _serve(
+    pick: Callable[[Storage, ObjectId], Path], media_type: str, attachment_suffix: str | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """An endpoint sending one file of a DONE video, inline or as a named attachment."""
 
+    async def endpoint(request: Request) -> Response:
+        found = await _done_video(request, request.path_params["id"])
+        if isinstance(found, Response):
+            return found
+        app, video = found
+        path = pick(app.storage, _id(video))
+        if attachment_suffix is None:
+            return _file(path, media_type=media_type)
+        name = download_name(video.filename, attachment_suffix)
+        return _file(path, media_type=media_type, download_name=name, disposition="attachment")
 
-async def download(request: Request) -> Response:
-    found = await _done_video(request, request.path_params["id"])
-    if isinstance(found, Response):
-        return found
-    app, video = found
-    return _file(
-        app.storage.processed(_id(video)),
-        media_type="video/mp4",
-        download_name=download_name(video.filename, ".mp4"),
-        disposition="attachment",
-    )
-
-
-async def metadata(request: Request) -> Response:
-    found = await _done_video(request, request.path_params["id"])
-    if isinstance(found, Response):
-        return found
-    app, video = found
-    return _file(app.storage.metadata(_id(video)), media_type="application/json")
-
-
-async def download_metadata(request: Request) -> Response:
-    found = await _done_video(request, request.path_params["id"])
-    if isinstance(found, Response):
-        return found
-    app, video = found
-    return _file(
-        app.storage.metadata(_id(video)),
-        media_type="application/json",
-        download_name=download_name(video.filename, ".metadata.json"),
-        disposition="attachment",
-    )
+    return endpoint
 
 
 def _id(video: Video) -> ObjectId:
@@ -120,10 +98,16 @@ async def readyz(request: Request) -> Response:
 
 routes = [
     Route("/thumbnails/{name}", thumbnail, methods=["GET", "HEAD"]),
-    Route("/stream/{id}", stream, methods=["GET", "HEAD"]),
-    Route("/download/{id}", download, methods=["GET", "HEAD"]),
-    Route("/download/{id}/metadata", download_metadata, methods=["GET", "HEAD"]),
-    Route("/metadata/{id}", metadata, methods=["GET", "HEAD"]),
+    Route("/stream/{id}", _serve(Storage.processed, "video/mp4"), methods=["GET", "HEAD"]),
+    Route(
+        "/download/{id}", _serve(Storage.processed, "video/mp4", ".mp4"), methods=["GET", "HEAD"]
+    ),
+    Route(
+        "/download/{id}/metadata",
+        _serve(Storage.metadata, "application/json", ".metadata.json"),
+        methods=["GET", "HEAD"],
+    ),
+    Route("/metadata/{id}", _serve(Storage.metadata, "application/json"), methods=["GET", "HEAD"]),
     Route("/healthz", healthz, methods=["GET", "HEAD"]),
     Route("/readyz", readyz, methods=["GET", "HEAD"]),
 ]
