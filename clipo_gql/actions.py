@@ -6,6 +6,7 @@ again, a deleted one loses its document, its job and its files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from bson import ObjectId
@@ -60,13 +61,22 @@ async def accept_url(app: AppState, url: str) -> Video:
 
 
 async def retry(app: AppState, video_id: ObjectId) -> Video:
-    video = await app.videos.requeue(video_id)
-    if video is None:
-        current = await Video.get(video_id)
-        if current is None:
-            raise NotFoundError("No video with this id")
-        raise InvalidStateError(f"Only FAILED videos can be retried; this one is {current.status}")
-    await enqueue_processing(app.redis, video_id)
+    try:
+        video = await app.videos.requeue(video_id)
+        if video is None:
+            current = await Video.get(video_id)
+            if current is None:
+                raise NotFoundError("No video with this id")
+            raise InvalidStateError(
+                f"Only FAILED videos can be retried; this one is {current.status}"
+            )
+        await enqueue_processing(app.redis, video_id)
+    except (RedisError, OSError) as exc:
+        # Not queued: back to FAILED rather than PENDING with no job. (The state is stored
+        # before it is published, so with Redis down only the publish fails.)
+        with contextlib.suppress(RedisError, OSError):
+            await app.videos.fail(video_id, "Retrying failed: the job queue was unavailable")
+        raise ServiceUnavailableError("The job queue is unavailable; try again shortly") from exc
     return video
 
 

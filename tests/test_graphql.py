@@ -243,3 +243,23 @@ async def test_public_base_url_builds_the_links(settings: Settings, redis):
         }
         none = (await server.gql(query, id=str(failed.id)))["data"]["video"]
         assert set(none.values()) == {None}
+
+
+async def test_retry_while_redis_is_down_leaves_the_video_failed(settings: Settings):
+    with private_redis() as url:
+        own = settings.model_copy(update={"redis_url": url})
+        async for server in run_server(own):
+            video = Video(
+                filename="f.mp4", source=VideoSource.UPLOAD, status=VideoStatus.FAILED, error="x"
+            )
+            await video.insert()
+            killer = Redis.from_url(url)
+            await killer.shutdown(nosave=True)
+            await killer.aclose()
+            body = await server.gql(
+                "mutation($id: ID!) { retryVideo(id: $id) { status } }", id=str(video.id)
+            )
+            assert "try again" in body["errors"][0]["message"]
+            stored = await Video.get(video.id)
+            assert stored is not None
+            assert stored.status is VideoStatus.FAILED
