@@ -77,7 +77,8 @@ class EventHub:
         listeners = self._listeners.setdefault(channel, set())
         listeners.add(queue)
         try:
-            if len(listeners) == 1 or not self._confirmed.get(channel, asyncio.Event()).is_set():
+            confirmed = self._confirmed.get(channel)
+            if confirmed is None or not confirmed.is_set():
                 await self._subscribe(channel)
             yield queue
         finally:

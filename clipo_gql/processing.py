@@ -114,7 +114,9 @@ class Pipeline:
             raise ProcessingError("The uploaded file is missing; upload it again")
 
         probe = await self.media.probe(source)
-        if await self.videos.record(video_id, video_fields(probe)) is None:
+        # The stored state from here on: it has the downloaded file's name and size too.
+        recorded = await self.videos.record(video_id, video_fields(probe))
+        if recorded is None:
             return  # deleted meanwhile
         await bar.at(PROBED)
 
@@ -127,9 +129,8 @@ class Pipeline:
         remuxed = await self.media.make_mp4(
             source, self.storage.processed(video_id), probe, on_progress
         )
-        stored = await Video.get(video_id)  # the download may have renamed it
         await self.storage.write_json(
-            self.storage.metadata(video_id), metadata_document(stored or video, probe)
+            self.storage.metadata(video_id), metadata_document(recorded, probe)
         )
         if await self.videos.finish(video_id, {"remuxed": remuxed}) is None:
             # Deleted while we worked: the delete may have run before our files appeared.

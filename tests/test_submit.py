@@ -146,6 +146,8 @@ async def test_redirect_and_content_disposition_name(
     final = (await asyncio.wait_for(watch(api, named["id"]), 60))[-1]
     assert final["status"] == "DONE"
     assert final["filename"] == "holiday.mp4"
+    metadata = (await api.http.get(f"/metadata/{named['id']}")).json()
+    assert metadata["filename"] == "holiday.mp4"
     assert sorted(hits) == ["/files/clip.mp4", "/named", "/redirect"]
 
 
