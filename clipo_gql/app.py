@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 answers, as short JSON like every other error of ours."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code in (204, 304):
-        return Response(status_code=exc.status_code, headers=exc.headers)
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
