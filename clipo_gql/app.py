@@ -13,7 +13,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
 
 from clipo_gql.connections import create_redis, init_mongo
 from clipo_gql.events import EventHub, EventPublisher
@@ -85,13 +86,19 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
                 expose_headers=["content-range", "content-length", "accept-ranges", "etag"],
             )
         )
+    app_routes: list[BaseRoute] = [
+        Route("/graphql", graphql, methods=["GET", "POST"]),
+        WebSocketRoute("/graphql", graphql),
+        *routes,
+    ]
+    if settings.frontend_dir is not None:
+        # Last, so it only answers paths no API route claims; StaticFiles refuses `..` escapes.
+        app_routes.append(
+            Mount("/", StaticFiles(directory=settings.frontend_dir, html=True), name="frontend")
+        )
     return Starlette(
         exception_handlers={HTTPException: http_error},
-        routes=[
-            Route("/graphql", graphql, methods=["GET", "POST"]),
-            WebSocketRoute("/graphql", graphql),
-            *routes,
-        ],
+        routes=app_routes,
         middleware=middleware,
         lifespan=lifespan,
     )

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from clipo_gql.connections import MISSING_MONGODB
 from clipo_gql.settings import Settings
 
 log = logging.getLogger("clipo_gql")
+
+# The example page, when clipo-gql runs from a checkout (not from an installed wheel).
+CHECKOUT_FRONTEND = Path(__file__).resolve().parent.parent / "frontend-example"
 
 
 def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
@@ -35,9 +39,26 @@ def dev(settings: Settings, host: str, port: int) -> None:
             log.warning(
                 "Nothing answered at the default Redis: started a private one at %s", redis_url
             )
-        settings = settings.model_copy(update={"redis_url": redis_url})
+        settings = settings.model_copy(
+            update={"redis_url": redis_url, "frontend_dir": _dev_frontend(settings)}
+        )
         log.info("clipo-gql dev: API and worker on http://%s:%d/graphql", host, port)
+        if settings.frontend_dir is not None:
+            log.info("clipo-gql dev: the frontend example on http://%s:%d/", host, port)
         _serve(settings, host, port, embedded=True)
+
+
+def _dev_frontend(settings: Settings) -> Path | None:
+    if settings.frontend_dir is not None:
+        return settings.frontend_dir
+    if not (CHECKOUT_FRONTEND / "index.html").is_file():
+        return None
+    if not (CHECKOUT_FRONTEND / "node_modules" / "graphql-ws").is_dir():
+        log.warning(
+            "The frontend example needs its npm packages: run `npm ci` in %s (./scripts/dev does)",
+            CHECKOUT_FRONTEND,
+        )
+    return CHECKOUT_FRONTEND
 
 
 def worker(settings: Settings) -> None:

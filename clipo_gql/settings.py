@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     ws_connection_init_timeout_seconds: float = Field(default=10, gt=0)
     ws_max_subscriptions: int = Field(default=100, ge=1)
 
+    # A folder of static files served at `/` (the frontend example); `dev` picks the
+    # checkout's frontend-example/ when this is unset.
+    frontend_dir: Path | None = None
+
     @field_validator("media_dir")
     @classmethod
     def _absolute_media_dir(cls, value: Path) -> Path:

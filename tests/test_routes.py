@@ -11,7 +11,7 @@ import pytest
 
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.responses import content_disposition, download_name
-from tests.conftest import Server
+from tests.conftest import Server, run_server
 from tests.test_api import upload_id, watch
 
 
@@ -184,3 +184,27 @@ def test_download_names_are_safe_for_any_original_name():
         "filename*=UTF-8''say%20%22hi%22%20%C3%BCn%C3%AFcode.mp4"
     )
     assert download_name("", ".metadata.json") == "video.metadata.json"
+
+
+async def test_frontend_dir_is_served_at_the_root_and_api_routes_win(
+    settings: Any, redis: Any, tmp_path: Any
+):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<h1>hello</h1>")
+    (tmp_path / "secret.txt").write_text("not for the web")
+    async for running in run_server(settings.model_copy(update={"frontend_dir": site})):
+        index = await running.http.get("/")
+        assert index.status_code == 200
+        assert index.text == "<h1>hello</h1>"
+        assert (await running.http.get("/healthz")).status_code == 200
+        for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/missing.js"):
+            response = await running.http.get(path)
+            assert response.status_code == 404, path
+            assert response.json() == {"error": "Not Found"}
+
+
+async def test_without_frontend_dir_the_root_is_a_json_404(server: Server):
+    response = await server.http.get("/")
+    assert response.status_code == 404
+    assert response.json() == {"error": "Not Found"}
