@@ -1,0 +1,178 @@
+// Everything this page says to clipo-gql, in one place: plain fetch for queries and
+// mutations, XMLHttpRequest for uploads (fetch cannot report upload progress), and the
+// graphql-ws client for the live `videoStatus` subscription.
+import { createClient } from "graphql-ws";
+
+export const VIDEO_FIELDS = `
+  id filename source sourceUrl status progress error createdAt
+  sizeBytes duration durationText width height videoCodec audioCodec frameRate formatName
+  thumbnailUrl streamUrl downloadUrl metadataUrl metadataDownloadUrl`;
+
+/** An error the API answered with: `code` is its `extensions.code` (e.g. PAYLOAD_TOO_LARGE). */
+export class ApiError extends Error {
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
+
+function firstError(body, status) {
+  const error = body?.errors?.[0];
+  if (error) return new ApiError(error.message, error.extensions?.code ?? "INTERNAL");
+  return new ApiError(`The server answered HTTP ${status} without a GraphQL result`, "INTERNAL");
+}
+
+async function readJson(response) {
+  try {
+    return await response.json();
+  } catch {
+    return null;
+  }
+}
+
+/** A client for the API at `baseUrl` (the page's own origin when served by clipo-gql). */
+export function createApi(baseUrl) {
+  const httpUrl = new URL("/graphql", baseUrl);
+  const wsUrl = new URL(httpUrl);
+  wsUrl.protocol = httpUrl.protocol === "https:" ? "wss:" : "ws:";
+
+  // One websocket for every subscription on the page. `lazy` opens it with the first
+  // subscription; after a dropped connection the client reconnects and re-subscribes, and the
+  // server answers each subscription with the video's current state first, so nothing is missed.
+  const ws = createClient({
+    url: wsUrl.href,
+    retryAttempts: Infinity,
+    shouldRetry: () => true,
+    retryWait: (retries) => new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** retries, 10_000))),
+  });
+
+  async function request(query, variables = {}) {
+    let response;
+    try {
+      response = await fetch(httpUrl, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ query, variables }),
+      });
+    } catch {
+      throw new ApiError("Cannot reach the server; is clipo-gql running?", "NETWORK");
+    }
+    const body = await readJson(response);
+    if (!body?.data || body.errors?.length) throw firstError(body, response.status);
+    return body.data;
+  }
+
+  /**
+   * Upload one file with the GraphQL multipart request spec. Returns `{ done, abort }`:
+   * `done` resolves to the new (PENDING) video; `onProgress(sent, total)` follows the bytes.
+   */
+  function upload(file, onProgress) {
+    const form = new FormData();
+    form.append(
+      "operations",
+      JSON.stringify({
+        query: `mutation ($file: Upload!) { uploadVideo(file: $file) { ${VIDEO_FIELDS} } }`,
+        variables: { file: null },
+      }),
+    );
+    form.append("map", JSON.stringify({ 0: ["variables.file"] }));
+    form.append("0", file, file.name);
+
+    const xhr = new XMLHttpRequest();
+    const done = new Promise((resolve, reject) => {
+      xhr.upload.onprogress = (event) => onProgress(event.loaded, event.total || file.size);
+      xhr.onload = () => {
+        let body = null;
+        try {
+          body = JSON.parse(xhr.responseText);
+        } catch {
+          // not JSON: reported below from the status
+        }
+        if (body?.data?.uploadVideo) resolve(body.data.uploadVideo);
+        else reject(firstError(body, xhr.status));
+      };
+      // The server may answer 413 and close before the browser has sent everything; the
+      // browser then reports a network error, not the answer.
+      xhr.onerror = () =>
+        reject(new ApiError("The upload was cut off: the connection to the server broke", "NETWORK"));
+      xhr.onabort = () => reject(new ApiError("Upload cancelled", "CANCELLED"));
+    });
+    xhr.open("POST", httpUrl);
+    // Required by the API for multipart requests: a plain HTML form cannot set it, which is
+    // what stops cross-site form posts (CSRF).
+    xhr.setRequestHeader("apollo-require-preflight", "true");
+    xhr.send(form);
+    return { done, abort: () => xhr.abort() };
+  }
+
+  return {
+    async videos(first, after = null) {
+      const data = await request(
+        `query ($first: Int!, $after: String) {
+          videos(first: $first, after: $after) {
+            totalCount
+            edges { node { ${VIDEO_FIELDS} } }
+            pageInfo { hasNextPage endCursor }
+          }
+        }`,
+        { first, after },
+      );
+      return data.videos;
+    },
+
+    async video(id) {
+      const data = await request(`query ($id: ID!) { video(id: $id) { ${VIDEO_FIELDS} } }`, { id });
+      return data.video;
+    },
+
+    async submitUrl(url) {
+      const data = await request(
+        `mutation ($url: String!) { submitVideo(url: $url) { ${VIDEO_FIELDS} } }`,
+        { url },
+      );
+      return data.submitVideo;
+    },
+
+    async retry(id) {
+      const data = await request(`mutation ($id: ID!) { retryVideo(id: $id) { ${VIDEO_FIELDS} } }`, {
+        id,
+      });
+      return data.retryVideo;
+    },
+
+    async remove(id) {
+      const data = await request(`mutation ($id: ID!) { deleteVideo(id: $id) }`, { id });
+      return data.deleteVideo;
+    },
+
+    upload,
+
+    /**
+     * Follow one video live: `onVideo` gets its current state at once, then every change.
+     * The server completes the subscription after DONE or FAILED (or when the video is
+     * deleted); `onEnd` is called then. Returns a function that stops following.
+     */
+    watch(id, { onVideo, onError, onEnd }) {
+      return ws.subscribe(
+        {
+          query: `subscription ($id: ID!) { videoStatus(id: $id) { ${VIDEO_FIELDS} } }`,
+          variables: { id },
+        },
+        {
+          next: (result) => {
+            if (result.data?.videoStatus) onVideo(result.data.videoStatus);
+            else if (result.errors?.length) onError?.(firstError(result, 200));
+          },
+          // GraphQL errors arrive as an array; anything else is a connection the client gave up on.
+          error: (error) =>
+            onError?.(
+              Array.isArray(error)
+                ? firstError({ errors: error }, 200)
+                : new ApiError("Lost the live connection to the server", "NETWORK"),
+            ),
+          complete: () => onEnd?.(),
+        },
+      );
+    },
+  };
+}

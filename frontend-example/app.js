@@ -1,0 +1,306 @@
+// The page: an upload area, the list of videos (live), and a detail view. All API calls are
+// in api.js; this file only turns their results into DOM.
+import { createApi } from "./api.js";
+
+// Served by clipo-gql the API is the page's own origin; elsewhere, open the page with
+// ?api=http://127.0.0.1:8000 (and list this page's origin in the API's ALLOWED_ORIGINS).
+const api = createApi(new URLSearchParams(location.search).get("api") ?? location.origin);
+const PAGE_SIZE = 12;
+const FINISHED = new Set(["DONE", "FAILED"]);
+
+const $ = (id) => document.getElementById(id);
+const videos = new Map(); // id -> the latest Video the API sent
+const following = new Map(); // id -> function that ends its subscription
+let endCursor = null;
+let totalCount = 0;
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+  node.append(...children);
+  return node;
+}
+
+function formatBytes(bytes) {
+  if (bytes == null) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  return `${value.toFixed(unit && value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+function summary(video) {
+  return [
+    video.durationText,
+    video.width && `${video.width}×${video.height}`,
+    formatBytes(video.sizeBytes),
+    video.source === "URL" && !video.sizeBytes ? "from URL" : "",
+  ]
+    .filter(Boolean)
+    .join(" · ");
+}
+
+// --- messages -------------------------------------------------------------------------
+
+function showMessage(text, kind = "error") {
+  const close = h("button", { type: "button", "aria-label": "Dismiss" }, "×");
+  const item = h("li", { class: kind, role: kind === "error" ? "alert" : "status" }, text, close);
+  close.onclick = () => item.remove();
+  $("messages").append(item);
+  if (kind !== "error") setTimeout(() => item.remove(), 5000);
+}
+
+// --- the list -------------------------------------------------------------------------
+
+function updateCount() {
+  $("total").textContent = totalCount ? `(${totalCount})` : "";
+  $("empty").hidden = videos.size > 0;
+}
+
+function renderRow(video) {
+  let row = document.querySelector(`#videos [data-id="${video.id}"]`);
+  if (!row) {
+    row = h("li", { class: "video", "data-id": video.id });
+    row.onclick = () => (location.hash = video.id);
+  }
+  const thumb = video.thumbnailUrl
+    ? h("img", { class: "thumb", src: video.thumbnailUrl, alt: "", loading: "lazy" })
+    : h("div", { class: "thumb placeholder" });
+  const progress = h("progress", { max: "1", value: String(video.progress ?? 0) });
+  progress.hidden = video.status !== "PROCESSING";
+  row.replaceChildren(
+    thumb,
+    h(
+      "div",
+      { class: "text" },
+      h("a", { class: "name", href: `#${video.id}` }, video.filename),
+      h("span", { class: "meta" }, video.status === "FAILED" ? video.error ?? "" : summary(video)),
+      progress,
+    ),
+    h("span", { class: `badge ${video.status.toLowerCase()}` }, video.status),
+  );
+  return row;
+}
+
+/** Record a video's new state and show it wherever it appears. */
+function show(video, { prepend = false } = {}) {
+  const known = videos.has(video.id);
+  videos.set(video.id, video);
+  const row = renderRow(video);
+  if (!known) (prepend ? $("videos").prepend(row) : $("videos").append(row));
+  if (!FINISHED.has(video.status)) follow(video.id);
+  if (location.hash.slice(1) === video.id) renderDetail(video);
+  updateCount();
+}
+
+function forget(id) {
+  following.get(id)?.();
+  following.delete(id);
+  videos.delete(id);
+  document.querySelector(`#videos [data-id="${id}"]`)?.remove();
+  totalCount = Math.max(0, totalCount - 1);
+  updateCount();
+}
+
+/** Live updates for one video until the server completes the subscription (DONE/FAILED). */
+function follow(id) {
+  if (following.has(id)) return;
+  const stop = api.watch(id, {
+    onVideo: (video) => show(video),
+    onEnd: () => following.delete(id),
+    onError: (error) => {
+      following.delete(id);
+      if (error.code === "NOT_FOUND") forget(id);
+      else showMessage(`Live updates stopped: ${error.message}`);
+    },
+  });
+  following.set(id, stop);
+}
+
+async function loadMore() {
+  const button = $("load-more");
+  button.disabled = true;
+  try {
+    const page = await api.videos(PAGE_SIZE, endCursor);
+    totalCount = page.totalCount;
+    for (const { node } of page.edges) if (!videos.has(node.id)) show(node);
+    endCursor = page.pageInfo.endCursor;
+    button.hidden = !page.pageInfo.hasNextPage;
+    updateCount();
+  } catch (error) {
+    showMessage(`Could not load videos: ${error.message}`);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// --- adding videos --------------------------------------------------------------------
+
+function uploadFiles(files) {
+  for (const file of files) {
+    const bar = h("progress", { max: "1", value: "0" });
+    const sent = h("span", { class: "meta" }, `0 of ${formatBytes(file.size)}`);
+    const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
+    const row = h("li", {}, h("span", { class: "name" }, file.name), bar, sent, cancel);
+    $("uploads").append(row);
+
+    const { done, abort } = api.upload(file, (loaded, total) => {
+      bar.value = total ? loaded / total : 0;
+      sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
+    });
+    cancel.onclick = abort;
+    done
+      .then((video) => {
+        totalCount += 1;
+        show(video, { prepend: true });
+      })
+      .catch((error) => {
+        if (error.code !== "CANCELLED") showMessage(`${file.name}: ${error.message}`);
+      })
+      .finally(() => row.remove());
+  }
+}
+
+function setUpDropzone() {
+  const zone = $("dropzone");
+  const input = $("file-input");
+  input.onchange = () => {
+    uploadFiles([...input.files]);
+    input.value = "";
+  };
+  zone.ondragover = (event) => {
+    event.preventDefault();
+    zone.classList.add("over");
+  };
+  zone.ondragleave = () => zone.classList.remove("over");
+  zone.ondrop = (event) => {
+    event.preventDefault();
+    zone.classList.remove("over");
+    uploadFiles([...event.dataTransfer.files]);
+  };
+}
+
+function setUpUrlForm() {
+  const form = $("url-form");
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button");
+    button.disabled = true;
+    try {
+      const video = await api.submitUrl($("url-input").value.trim());
+      totalCount += 1;
+      show(video, { prepend: true });
+      form.reset();
+    } catch (error) {
+      showMessage(`That URL was refused: ${error.message}`);
+    } finally {
+      button.disabled = false;
+    }
+  };
+}
+
+// --- the detail view ------------------------------------------------------------------
+
+function fact(term, value) {
+  return value == null || value === "" ? [] : [h("dt", {}, term), h("dd", {}, String(value))];
+}
+
+function renderDetail(video) {
+  $("detail").hidden = false;
+  $("detail-name").textContent = video.filename;
+  const badge = $("detail-status");
+  badge.textContent = video.status;
+  badge.className = `badge ${video.status.toLowerCase()}`;
+  $("detail-progress").hidden = video.status !== "PROCESSING";
+  $("detail-progress").value = video.progress ?? 0;
+  $("detail-error").hidden = !video.error;
+  $("detail-error").textContent = video.error ?? "";
+
+  const player = $("player");
+  player.hidden = !video.streamUrl;
+  // Only a new URL reloads the player: progress events must not restart playback.
+  if (video.streamUrl && player.getAttribute("src") !== video.streamUrl) {
+    player.poster = video.thumbnailUrl ?? "";
+    player.src = video.streamUrl;
+  } else if (!video.streamUrl && player.hasAttribute("src")) {
+    player.removeAttribute("src");
+    player.load();
+  }
+
+  $("detail-facts").replaceChildren(
+    ...fact("Duration", video.durationText),
+    ...fact("Size", video.width && `${video.width} × ${video.height}`),
+    ...fact("Video", video.videoCodec),
+    ...fact("Audio", video.videoCodec && (video.audioCodec ?? "none")),
+    ...fact("Frame rate", video.frameRate && `${video.frameRate.toFixed(2)} fps`),
+    ...fact("Container", video.formatName),
+    ...fact("File", formatBytes(video.sizeBytes)),
+    ...fact("Source", video.sourceUrl ?? "upload"),
+    ...fact("Added", new Date(video.createdAt).toLocaleString()),
+  );
+
+  $("detail-links").hidden = !video.downloadUrl;
+  $("download-video").href = video.downloadUrl ?? "";
+  $("download-metadata").href = video.metadataDownloadUrl ?? "";
+  $("view-metadata").href = video.metadataUrl ?? "";
+  $("retry").hidden = video.status !== "FAILED";
+}
+
+async function openFromHash() {
+  const id = location.hash.slice(1);
+  if (!id) {
+    $("detail").hidden = true;
+    $("player").pause();
+    return;
+  }
+  let video = videos.get(id);
+  if (!video) {
+    try {
+      video = await api.video(id);
+    } catch (error) {
+      showMessage(`Could not open that video: ${error.message}`);
+      return;
+    }
+    if (!video) {
+      showMessage("That video no longer exists");
+      location.hash = "";
+      return;
+    }
+    if (!FINISHED.has(video.status)) follow(video.id);
+  }
+  renderDetail(video);
+}
+
+function setUpDetail() {
+  window.onhashchange = openFromHash;
+  $("retry").onclick = async () => {
+    try {
+      show(await api.retry(location.hash.slice(1)));
+    } catch (error) {
+      showMessage(`Retry failed: ${error.message}`);
+    }
+  };
+  $("delete").onclick = async () => {
+    const id = location.hash.slice(1);
+    if (!confirm(`Delete “${videos.get(id)?.filename ?? id}” and all its files?`)) return;
+    try {
+      await api.remove(id);
+      forget(id);
+      location.hash = "";
+      showMessage("Video deleted", "info");
+    } catch (error) {
+      showMessage(`Delete failed: ${error.message}`);
+    }
+  };
+}
+
+setUpDropzone();
+setUpUrlForm();
+setUpDetail();
+$("load-more").onclick = loadMore;
+await loadMore();
+await openFromHash();
