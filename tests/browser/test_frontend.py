@@ -1,0 +1,285 @@
+"""The frontend example in a real browser (Debian's chromium, driven by Playwright) against a
+real `clipo-gql dev` process: upload, live status, playback, errors, retry, delete, paging.
+
+CLIPO_SCREENSHOT=path saves the screenshot somewhere lasting (README's picture is made so).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from clipo_gql.devredis import free_port
+from tests.clips import Clips, make_clip
+from tests.test_cli import CLI, environment, wait_until_healthy
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+UPLOAD_CAP = 4_000_000
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.timeout(180)
+
+# Records every status badge the list shows, so a test can tell that a row went through
+# PROCESSING live (without a reload) rather than only reading its final state.
+RECORD_STATUSES = """
+window.__statuses = [];
+window.__uploadRows = 0;
+const lastStatus = {};
+document.addEventListener("DOMContentLoaded", () => {
+  new MutationObserver(() => {
+    for (const badge of document.querySelectorAll("#videos .badge")) {
+      const id = badge.closest("[data-id]").dataset.id;
+      if (lastStatus[id] === badge.textContent) continue;
+      lastStatus[id] = badge.textContent;
+      window.__statuses.push(id + ":" + badge.textContent);
+    }
+  }).observe(document.getElementById("videos"), { childList: true, subtree: true });
+  new MutationObserver((changes) => {
+    for (const change of changes) window.__uploadRows += change.addedNodes.length;
+  }).observe(document.getElementById("uploads"), { childList: true });
+});
+"""
+
+
+@dataclass
+class DevServer:
+    url: str
+    media: Path
+
+
+@pytest.fixture(scope="module")
+def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    """`clipo-gql dev` as a person runs it (the frontend is served because it runs from the
+    checkout), with a small upload cap so the too-large case needs no big file."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: ./scripts/test installs it (apt-get chromium)")
+    folder = tmp_path_factory.mktemp("dev")
+    port = free_port()
+    run = uuid.uuid4().hex[:12]
+    env = environment(
+        MEDIA_DIR=str(folder / "media"),
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        QUEUE_NAME=f"clipo-test-browser-{run}",
+        REDIS_PREFIX=f"clipo-test-browser-{run}",
+        MAX_UPLOAD_BYTES=str(UPLOAD_CAP),
+    )
+    log = (folder / "dev.log").open("w")
+    proc = subprocess.Popen(
+        [*CLI, "dev", "--port", str(port)],
+        env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, proc)
+        yield DevServer(url=url, media=folder / "media")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run"],
+        )  # fmt: skip
+        yield browser
+        await browser.close()
+
+
+@pytest.fixture
+async def page(browser: Browser, dev_server: DevServer) -> AsyncIterator[Page]:
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    await page.add_init_script(RECORD_STATUSES)
+    await page.goto(dev_server.url + "/")
+    yield page
+    await page.close()
+    assert errors == [], "the page threw"
+
+
+async def statuses(page: Page, video_id: str) -> list[str]:
+    seen: list[str] = await page.evaluate("window.__statuses")
+    return [entry.split(":", 1)[1] for entry in seen if entry.startswith(video_id + ":")]
+
+
+async def upload_via_picker(page: Page, path: Path) -> str:
+    """Uploads through the file input and returns the new row's video id."""
+    before = await page.locator("#videos li").count()
+    await page.set_input_files("#file-input", str(path))
+    await expect(page.locator("#videos li")).to_have_count(before + 1)
+    video_id = await page.locator("#videos li").first.get_attribute("data-id")
+    assert video_id
+    return video_id
+
+
+def row(page: Page, video_id: str) -> Any:
+    return page.locator(f'#videos li[data-id="{video_id}"]')
+
+
+async def test_upload_watch_live_and_play(page: Page, dev_server: DevServer, tmp_path: Path):
+    # yuv444p cannot be copied: the transcode lasts long enough to show PROCESSING progress.
+    clip = make_clip(
+        tmp_path / "Holiday in Lisbon.mp4", seconds=8, size="640x360", pix_fmt="yuv444p"
+    )
+    video_id = await upload_via_picker(page, clip)
+    assert await page.evaluate("window.__uploadRows") == 1, "no upload progress row was shown"
+
+    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
+    seen = await statuses(page, video_id)
+    assert seen[0] == "PENDING", seen
+    assert seen[-1] == "DONE", seen
+    assert "PROCESSING" in seen, f"the row never showed PROCESSING live: {seen}"
+    assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
+    await expect(row(page, video_id).locator("img.thumb")).to_be_visible()
+    await expect(row(page, video_id).locator(".meta")).to_contain_text("00:00:08")
+
+    await row(page, video_id).click()
+    detail = page.locator("#detail")
+    await expect(detail).to_be_visible()
+    await expect(detail.locator("#detail-name")).to_have_text("Holiday in Lisbon.mp4")
+    await expect(detail.locator("#detail-facts")).to_contain_text("640 × 360")
+    await expect(detail.locator("#detail-facts")).to_contain_text("h264")
+
+    player = page.locator("#player")
+    await page.wait_for_function("document.getElementById('player').readyState >= 1")
+    duration = await player.evaluate("v => v.duration")
+    assert duration == pytest.approx(8, abs=0.1)
+    assert await player.evaluate("v => [v.videoWidth, v.videoHeight]") == [640, 360]
+    seeked = await player.evaluate(
+        """v => new Promise(resolve => {
+             v.addEventListener("seeked", () => resolve(v.currentTime), { once: true });
+             v.currentTime = 6;
+           })"""
+    )
+    assert seeked == pytest.approx(6, abs=0.5)
+
+    for link, disposition in (("#download-video", "attachment"), ("#view-metadata", None)):
+        href = await page.locator(link).get_attribute("href")
+        assert href
+        response = await page.request.get(href)
+        assert response.status == 200
+        if disposition:
+            assert response.headers["content-disposition"].startswith("attachment")
+            assert "Holiday" in response.headers["content-disposition"]
+        else:
+            assert (await response.json())["duration"] == pytest.approx(8, abs=0.1)
+
+    screenshot = tmp_path / "frontend-example.png"
+    await page.screenshot(path=str(screenshot))
+    if target := os.environ.get("CLIPO_SCREENSHOT"):
+        shutil.copyfile(screenshot, target)
+    assert screenshot.stat().st_size > 10_000
+
+
+async def test_api_errors_are_shown_as_readable_messages(
+    page: Page, dev_server: DevServer, clips: Clips, tmp_path: Path
+):
+    messages = page.locator("#messages li")
+    rows_before = await page.locator("#videos li").count()
+
+    too_large = tmp_path / "too large.mp4"
+    with too_large.open("wb") as fh:
+        fh.write(clips.h264_aac.read_bytes())
+        fh.truncate(UPLOAD_CAP + 1)
+    # Two files picked at once: each gets its own upload and its own message.
+    await page.set_input_files("#file-input", [str(too_large), str(clips.not_video)])
+    await expect(messages.filter(has_text="too large.mp4: ")).to_contain_text("larger than")
+    await expect(messages.filter(has_text="not_video.mp4: ")).to_contain_text(
+        "does not look like a video"
+    )
+
+    # Dropped on the drop zone, as from a file manager.
+    drop = await page.evaluate_handle(
+        """() => {
+             const data = new DataTransfer();
+             data.items.add(new File(["%PDF-1.7 not a video"], "report.mp4"));
+             return data;
+           }"""
+    )
+    await page.dispatch_event("#dropzone", "drop", {"dataTransfer": drop})
+    await expect(messages.filter(has_text="report.mp4: ")).to_contain_text("not look like a video")
+
+    await page.fill("#url-input", "http://169.254.169.254/latest/meta-data.mp4")
+    await page.click("#url-form button")
+    await expect(messages.last).to_contain_text("That URL was refused")
+
+    # Nothing was created by any of it.
+    await expect(page.locator("#videos li")).to_have_count(rows_before)
+    assert list((dev_server.media / "incoming").iterdir()) == []
+
+
+async def test_failed_video_can_be_retried_and_deleted(
+    page: Page, dev_server: DevServer, clips: Clips
+):
+    page.on("dialog", lambda dialog: dialog.accept())
+    video_id = await upload_via_picker(page, clips.truncated)
+    await expect(row(page, video_id).locator(".badge")).to_have_text("FAILED")
+    await row(page, video_id).click()
+    await expect(page.locator("#detail-error")).to_be_visible()
+    assert await page.locator("#detail-error").inner_text()
+
+    await page.click("#retry")
+    await page.wait_for_function(
+        f"window.__statuses.filter(s => s === '{video_id}:FAILED').length === 2"
+    )
+    seen = await statuses(page, video_id)
+    first_failure = seen.index("FAILED")
+    assert seen[0] == "PENDING", seen
+    assert "PENDING" in seen[first_failure:], seen
+
+    await page.click("#delete")
+    await expect(row(page, video_id)).to_have_count(0)
+    await expect(page.locator("#detail")).to_be_hidden()
+    await expect(page.locator("#messages li.info")).to_contain_text("deleted")
+    async with httpx.AsyncClient(base_url=dev_server.url) as http:
+        body = await http.post(
+            "/graphql", json={"query": f'{{ video(id: "{video_id}") {{ id }} }}'}
+        )
+    assert body.json() == {"data": {"video": None}}
+    assert not (dev_server.media / "videos" / video_id).exists()
+
+
+async def test_load_more_pages_through_the_list(page: Page, dev_server: DevServer, clips: Clips):
+    async with httpx.AsyncClient(base_url=dev_server.url) as http:
+        # 13 is one more than the page's page size.
+        for n in range(13):
+            with clips.short.open("rb") as fh:
+                response = await http.post(
+                    "/graphql",
+                    data={
+                        "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
+                        '{ id } }", "variables": {"f": null}}',
+                        "map": '{"0": ["variables.f"]}',
+                    },
+                    files={"0": (f"page-{n:02}.mp4", fh, "video/mp4")},
+                    headers={"apollo-require-preflight": "true"},
+                )
+            assert "errors" not in response.json()
+        total = (await http.post("/graphql", json={"query": "{ videos { totalCount } }"})).json()
+    total_count = total["data"]["videos"]["totalCount"]
+    await page.reload()
+    names = page.locator("#videos li .name")
+    await expect(names).to_have_count(12)
+    await expect(names.first).to_have_text("page-12.mp4")
+    await expect(page.locator("#total")).to_have_text(f"({total_count})")
+    await page.click("#load-more")
+    await expect(names).to_have_count(total_count)
+    await expect(names.nth(12)).to_have_text("page-00.mp4")
+    await expect(page.locator("#load-more")).to_be_hidden()
