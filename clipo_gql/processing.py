@@ -90,12 +90,23 @@ class Pipeline:
         except ClipoError as exc:
             await self._fail(video_id, exc.message)
         except asyncio.CancelledError:
-            # Worker shutting down: arq queues the job again; leave no half-written outputs.
+            # Worker shutting down (or the video was deleted): arq runs the job again, so leave
+            # no half-written outputs and show the video as queued, not stuck PROCESSING.
             self.storage.remove_outputs(video_id)
+            await self._interrupted(video_id)
             raise
         except Exception:
             log.exception("processing video %s failed unexpectedly", video_id)
             await self._fail(video_id, "Processing failed because of an internal error")
+
+    async def _interrupted(self, video_id: ObjectId) -> None:
+        # Best effort and bounded: an error here must not replace the CancelledError, or arq
+        # would count the job as failed instead of running it again.
+        try:
+            async with asyncio.timeout(5):
+                await self.videos.interrupted(video_id)
+        except Exception:
+            log.warning("could not mark interrupted video %s as PENDING", video_id, exc_info=True)
 
     async def _fail(self, video_id: ObjectId, reason: str) -> None:
         self.storage.remove_outputs(video_id)

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=2, ge=1)
     job_timeout_seconds: int = Field(default=3600, ge=10)
     job_max_tries: int = Field(default=3, ge=1)
+    # A running job's lock lasts this long and the job renews it every third of it, so the
+    # job of a worker that died (SIGKILL, power loss) runs again within about this time.
+    job_lease_seconds: float = Field(default=30, ge=1)
     # arq polls Redis for new jobs; its 0.5 s default would dominate a short clip's latency.
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     queue_name: str = "clipo:queue"

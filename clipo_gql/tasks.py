@@ -8,7 +8,7 @@ from typing import Any, TypedDict, cast
 
 from arq import func
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss
+from arq.constants import abort_jobs_ss, in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker
 from bson import ObjectId
@@ -62,7 +62,30 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
             oid, f"Processing was interrupted {max_tries} times (the worker stopped); gave up"
         )
         return
-    await wctx["pipeline"].run(oid)
+    lease = asyncio.create_task(
+        _hold_lease(wctx["redis"], ctx["job_id"], wctx["settings"].job_lease_seconds)
+    )
+    try:
+        await wctx["pipeline"].run(oid)
+    finally:
+        lease.cancel()
+
+
+async def _hold_lease(redis: ArqRedis, arq_job_id: str, seconds: float) -> None:
+    """Keep arq's in-progress lock short and renewed while the job runs.
+
+    arq sets that lock once, for the whole job timeout plus 10 s (an hour by default): a
+    worker killed mid-job would leave its video PROCESSING that long. A lease renewed every
+    third of `seconds` expires soon after the worker dies, and another worker takes the job.
+    PEXPIRE never creates the key, so a renewal racing the job's end is harmless.
+    """
+    key = in_progress_key_prefix + arq_job_id
+    while True:
+        try:
+            await redis.pexpire(key, int(seconds * 1000))
+        except (RedisError, OSError) as exc:
+            log.warning("could not renew the lock of job %s: %s", arq_job_id, exc)
+        await asyncio.sleep(seconds / 3)
 
 
 def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:

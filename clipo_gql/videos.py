@@ -96,6 +96,14 @@ class VideoService:
             expect=(VideoStatus.FAILED,),
         )
 
+    async def interrupted(self, video_id: ObjectId) -> Video | None:
+        """PROCESSING -> PENDING: the worker stopped under the job, which will run again."""
+        return await self._update(
+            video_id,
+            {"status": VideoStatus.PENDING.value, "progress": None},
+            expect=(VideoStatus.PROCESSING,),
+        )
+
     async def delete(self, video_id: ObjectId) -> bool:
         result = await Video.get_motor_collection().delete_one({"_id": video_id})
         if result.deleted_count == 0:

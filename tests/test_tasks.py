@@ -9,7 +9,7 @@ from bson import ObjectId
 from clipo_gql.connections import create_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
-from clipo_gql.tasks import build_context, enqueue_processing, process_video
+from clipo_gql.tasks import build_context, enqueue_processing, job_id, process_video
 from tests.conftest import Server, video_files
 
 
@@ -26,9 +26,10 @@ async def stored_video(server: Server, clip: Any) -> Video:
 
 async def run_job(settings: Settings, video: Video, job_try: int = 1) -> Video:
     """Run the job as arq would, and return the video's stored state afterwards."""
+    assert video.id is not None
     redis = await create_redis(settings)
     try:
-        ctx = {**build_context(settings, redis), "job_try": job_try}
+        ctx = {**build_context(settings, redis), "job_try": job_try, "job_id": job_id(video.id)}
         await process_video(ctx, str(video.id))
     finally:
         await redis.aclose()
