@@ -41,7 +41,12 @@ class EventPublisher:
         return video_channel(self.prefix, video_id)
 
     async def publish(self, video: Video) -> None:
-        await self.redis.publish(self.channel(video.id), video.model_dump_json())
+        """Best effort: MongoDB already holds the change, and subscribers re-read it when their
+        connection comes back, so a Redis outage must not fail the job that made the change."""
+        try:
+            await self.redis.publish(self.channel(video.id), video.model_dump_json())
+        except (RedisError, OSError) as exc:
+            log.warning("could not publish the change of video %s: %s", video.id, exc)
 
 
 class EventHub:

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # A running job's lock lasts this long and the job renews it every third of it, so the
     # job of a worker that died (SIGKILL, power loss) runs again within about this time.
     job_lease_seconds: float = Field(default=30, ge=1)
+    # Workers queue unfinished videos whose job is missing (Redis lost its data) this often.
+    requeue_interval_seconds: float = Field(default=60, gt=0)
     # arq polls Redis for new jobs; its 0.5 s default would dominate a short clip's latency.
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     queue_name: str = "clipo:queue"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, TypedDict, cast
 
@@ -17,10 +18,11 @@ from redis.exceptions import RedisError
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
 from clipo_gql.media import Media
+from clipo_gql.models import Video
 from clipo_gql.processing import Pipeline
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage, parse_id
-from clipo_gql.videos import VideoService
+from clipo_gql.videos import ACTIVE, VideoService
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +41,33 @@ def job_id(video_id: ObjectId) -> str:
     return f"video:{video_id}"
 
 
-async def enqueue_processing(redis: ArqRedis, video_id: ObjectId) -> None:
-    await redis.enqueue_job(PROCESS_VIDEO, str(video_id), _job_id=job_id(video_id))
+async def enqueue_processing(redis: ArqRedis, video_id: ObjectId) -> bool:
+    """Queue the video's job; False when it is already queued or running."""
+    job = await redis.enqueue_job(PROCESS_VIDEO, str(video_id), _job_id=job_id(video_id))
+    return job is not None
+
+
+async def enqueue_active(redis: ArqRedis) -> int:
+    """Queue every PENDING or PROCESSING video again; those whose job still exists (queued or
+    running) are untouched. After Redis lost its data (a restart without persistence) this is
+    what brings their jobs back."""
+    active = {"status": {"$in": [s.value for s in ACTIVE]}}
+    queued = 0
+    async for raw in Video.get_motor_collection().find(active, {"_id": 1}):
+        queued += await enqueue_processing(redis, raw["_id"])
+    if queued:
+        log.warning("queued %d unfinished videos whose jobs were missing from Redis", queued)
+    return queued
+
+
+async def keep_jobs_queued(redis: ArqRedis, interval: float) -> None:
+    """Run `enqueue_active` at start and every `interval` seconds, through outages."""
+    while True:
+        try:
+            await enqueue_active(redis)
+        except (RedisError, OSError) as exc:
+            log.warning("could not check for unqueued videos: %s", exc)
+        await asyncio.sleep(interval)
 
 
 async def cancel_processing(redis: ArqRedis, video_id: ObjectId) -> None:
@@ -126,8 +153,16 @@ def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
         if own_mongo:
             ctx["mongo"] = await init_mongo(settings, allow_stand_in=False)
         ctx.update(build_context(settings, ctx["redis"]))
+        ctx["requeuer"] = asyncio.create_task(
+            keep_jobs_queued(ctx["redis"], settings.requeue_interval_seconds)
+        )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        requeuer = ctx.get("requeuer")
+        if requeuer is not None:
+            requeuer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await requeuer
         mongo = ctx.get("mongo")
         if mongo is not None:
             mongo.close()
@@ -175,6 +210,11 @@ async def _close(worker: Worker) -> None:
         # close() talks to Redis before it closes its pool: with Redis gone, close the pool here.
         if worker._pool is not None:
             await worker._pool.aclose()
+    finally:
+        # on_shutdown does not run when close() fails: stop the requeuer here too.
+        requeuer = worker.ctx.get("requeuer")
+        if requeuer is not None:
+            requeuer.cancel()
 
 
 def worker_settings(settings: Settings) -> type:

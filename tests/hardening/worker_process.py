@@ -1,0 +1,39 @@
+"""A real `clipo-gql worker` process for the crash tests: arq's own run_worker, its signal
+handling, the real job function and pipeline.
+
+The one difference: without MONGODB_URL there is no database two processes can share, so this
+process starts the in-process stand-in and seeds it with the video document the test passes
+in CLIPO_TEST_SEED (extended JSON). What the test then watches is what processes really share:
+Redis (the queue, the job lock, the published status changes), the media folder and the
+ffmpeg child. With MONGODB_URL set the seed is skipped and both sides use that server.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from arq.worker import run_worker
+from bson import json_util
+
+from clipo_gql.connections import init_mongo
+from clipo_gql.models import Video
+from clipo_gql.settings import Settings
+from clipo_gql.tasks import build_context, worker_settings
+
+
+def main() -> None:
+    settings = Settings()
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["mongo"] = await init_mongo(settings, allow_stand_in=True)
+        seed = os.environ.get("CLIPO_TEST_SEED")
+        if seed and not settings.mongodb_url:
+            await Video.get_motor_collection().insert_one(json_util.loads(seed))
+        ctx.update(build_context(settings, ctx["redis"]))
+
+    run_worker(worker_settings(settings), on_startup=on_startup)
+
+
+if __name__ == "__main__":
+    main()
