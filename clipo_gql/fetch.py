@@ -252,6 +252,11 @@ def check_url(url: str, settings: Settings) -> CheckedUrl:
     if _CONTROL_RE.search(url):
         raise ForbiddenUrlError("The URL contains control characters")
     try:
+        url.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate (JSON allows "\ud800"): it cannot be percent-encoded or sent.
+        raise ForbiddenUrlError("The URL contains characters that are not valid text") from None
+    try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:

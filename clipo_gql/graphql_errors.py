@@ -15,15 +15,18 @@ INTERNAL_MESSAGE = "Internal server error"
 
 
 def is_expected(error: GraphQLError) -> bool:
-    # No original error: the document itself was refused (syntax, validation, limits).
-    return error.original_error is None or isinstance(error.original_error, ClipoError)
+    # No original error: the document itself was refused (syntax, validation, limits). A
+    # GraphQLError as the original: GraphQL refused an input (a variable of the wrong type).
+    return error.original_error is None or isinstance(
+        error.original_error, ClipoError | GraphQLError
+    )
 
 
 def with_code(error: GraphQLError) -> GraphQLError:
     original = error.original_error
     if isinstance(original, ClipoError):
         message, code = original.message, original.code
-    elif original is None:
+    elif original is None or isinstance(original, GraphQLError):
         message, code = error.message, "BAD_USER_INPUT"
     else:
         message, code = INTERNAL_MESSAGE, "INTERNAL"

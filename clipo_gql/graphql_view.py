@@ -6,14 +6,19 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from cross_web import StarletteRequestAdapter
+from cross_web import AsyncHTTPRequestAdapter, HTTPException, StarletteRequestAdapter
 from cross_web.request._base import FormData
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import MissingQueryError
+from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.types import ExecutionResult, SubscriptionExecutionResult
+from strawberry.types.graphql import OperationType
 
 from clipo_gql.errors import BadUserInputError, ClipoError
 from clipo_gql.limits import error_response
@@ -79,9 +84,13 @@ class ClipoGraphQL(GraphQL[Context, None]):
             return
         response: Response | None = None
         try:
-            await super().__call__(scope, receive, send)
+            response = await self.run(Request(scope=scope, receive=receive))
         except ClipoError as exc:
             response = error_response(exc)
+        except HTTPException as exc:
+            # Strawberry's own refusals (a body that is not JSON, no query, a mutation over
+            # GET...) are plain text: give them the JSON error shape every other refusal has.
+            response = error_response(BadUserInputError(exc.reason), status_code=exc.status_code)
         except ClientDisconnect:
             pass  # nobody is left to answer
         finally:
@@ -90,3 +99,38 @@ class ClipoGraphQL(GraphQL[Context, None]):
                 received.path.unlink(missing_ok=True)
         if response is not None:
             await response(scope, receive, send)
+
+    async def execute_operation(
+        self,
+        request: Request,
+        request_adapter: AsyncHTTPRequestAdapter,
+        request_data: GraphQLRequestData | list[GraphQLRequestData],
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> ExecutionResult | list[ExecutionResult] | SubscriptionExecutionResult:
+        # Only plain single requests: no batches, and no subscriptions streamed over HTTP
+        # (they would bypass the websocket limits); subscriptions are websocket-only.
+        if isinstance(request_data, list):
+            raise HTTPException(400, "Batched requests are not supported")
+        allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        try:
+            return await self.schema.execute(
+                request_data.query,
+                root_value=root_value,
+                variable_values=request_data.variables,
+                context_value=context,
+                operation_name=request_data.operation_name,
+                allowed_operation_types=allowed,
+                operation_extensions=request_data.extensions,
+            )
+        except CannotGetOperationTypeError as exc:
+            raise HTTPException(400, exc.as_http_error_reason()) from exc
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise HTTPException(
+                    400, "Subscriptions are served over websockets only (WS /graphql)"
+                ) from exc
+            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+        except MissingQueryError as exc:
+            raise HTTPException(400, "No GraphQL query found in the request") from exc

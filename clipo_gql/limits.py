@@ -14,11 +14,11 @@ MiB = 1024 * 1024
 MULTIPART_OVERHEAD = MiB
 
 
-def error_response(error: ClipoError) -> JSONResponse:
+def error_response(error: ClipoError, *, status_code: int | None = None) -> JSONResponse:
     """The body of an error that ends a request before GraphQL runs, shaped like GraphQL's."""
     return JSONResponse(
         {"errors": [{"message": error.message, "extensions": {"code": error.code}}]},
-        status_code=error.http_status,
+        status_code=status_code or error.http_status,
     )
 
 

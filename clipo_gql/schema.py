@@ -11,9 +11,7 @@ from graphql import GraphQLError
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
-    MaxAliasesLimiter,
     MaxTokensLimiter,
-    QueryDepthLimiter,
     SchemaExtension,
 )
 from strawberry.file_uploads import Upload
@@ -25,6 +23,7 @@ from clipo_gql.errors import BadUserInputError
 from clipo_gql.graphql_errors import ErrorCodes, log_unexpected
 from clipo_gql.models import VideoStatus
 from clipo_gql.pagination import encode_cursor, page
+from clipo_gql.query_limits import alias_limit, depth_limit
 from clipo_gql.state import Context
 from clipo_gql.storage import parse_id
 from clipo_gql.types import SCALARS, PageInfo, Video, VideoConnection, VideoEdge
@@ -132,9 +131,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     if settings is not None:
         limits = settings
         extensions += [
-            lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
             lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
-            lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
+            lambda: AddValidationRules(
+                [
+                    depth_limit(limits.graphql_max_depth),
+                    alias_limit(limits.graphql_max_aliases),
+                ]
+            ),
         ]
         if not settings.graphql_introspection:
             extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))

@@ -6,9 +6,9 @@ server serves every example. The properties: never a 5xx, always a JSON GraphQL 
 error coded with one of the documented codes and never an unexpected (INTERNAL) one, nothing
 internal in a message, and `submitVideo` never creates a video nor connects to loopback.
 
-Requests the server is known to get wrong are pinned by the xfail tests at the end. The fuzz
-steps around exactly those shapes (the masked answer to an ill-typed variable is let through;
-documents that hit the other known bugs are skipped), so it keeps looking for new ones.
+The tests at the end pin the bugs this fuzz found (now fixed): ill-typed variables answered
+INTERNAL, a lone surrogate in a URL, raw Python messages and an exponential walk in the depth
+limiter, subscriptions over HTTP, and plain-text refusals of malformed bodies.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import graphql
 import httpx
 import hypothesis
 import pytest
@@ -44,7 +43,6 @@ DOCUMENTED_CODES = {
     "RATE_LIMITED",
     "INTERNAL",
 }
-INTERNAL_MESSAGE = "Internal server error"
 # Names that would only reach a client through an unmasked exception.
 EXCEPTION_NAMES = {
     name
@@ -138,14 +136,8 @@ class Answer:
         return [e["extensions"]["code"] for e in self.errors]
 
 
-def post(
-    client: httpx.Client, query: str, variables: Any = None, *, tolerate: bool = False
-) -> Answer | None:
-    """POST a GraphQL request; check the properties every answer has; None for a 413.
-
-    `tolerate`: the variables are ill-typed, and the known misclassification of that (see
-    `test_ill_typed_variables_are_bad_user_input`) is let through.
-    """
+def post(client: httpx.Client, query: str, variables: Any = None) -> Answer | None:
+    """POST a GraphQL request; check the properties every answer has; None for a 413."""
     payload: dict[str, Any] = {"query": query}
     if variables is not None:
         payload["variables"] = variables
@@ -165,6 +157,11 @@ def post(
         assert response.status_code == 413, text
         assert [e["extensions"]["code"] for e in body["errors"]] == ["PAYLOAD_TOO_LARGE"], text
         return None
+    if response.status_code == 400:
+        # Refused before GraphQL ran (e.g. a subscription over HTTP): errors only.
+        assert set(body) == {"errors"}, text
+        assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"], text
+        return None
     assert response.status_code == 200, text
     assert set(body) <= {"data", "errors"}, text
     assert "data" in body, text
@@ -174,20 +171,8 @@ def post(
         assert code in DOCUMENTED_CODES, error
         assert isinstance(error["message"], str), error
         assert error["message"], error
-        if code == "INTERNAL":
-            unexpected = f"unexpected error for {content[:300]}: {text[:300]}"
-            assert tolerate, unexpected
-            assert is_variable_coercion_bug(error), unexpected
+        assert code != "INTERNAL", f"unexpected error for {content[:300]}: {text[:300]}"
     return Answer(response.status_code, body, errors)
-
-
-def is_variable_coercion_bug(error: dict[str, Any]) -> bool:
-    """The masked shape of a variable refused by coercion: at the variable, with no path."""
-    return (
-        error["message"] == INTERNAL_MESSAGE
-        and set(error) == {"message", "locations", "extensions"}
-        and error["extensions"] == {"code": "INTERNAL"}
-    )
 
 
 def total_videos(client: httpx.Client) -> int:
@@ -269,7 +254,7 @@ async def test_video_by_any_id(server: Server):
     @given(ids)
     def run(client: httpx.Client, case: tuple[Any, bool]) -> None:
         value, well_typed = case
-        answer = post(client, VIDEO, {"id": value}, tolerate=not well_typed)
+        answer = post(client, VIDEO, {"id": value})
         if answer is None or not well_typed:
             return
         if well_formed_id(value):
@@ -293,7 +278,7 @@ async def test_videos_page_with_any_arguments(server: Server):
     def run(client: httpx.Client, first: Any, after: Any, status: Any) -> None:
         variables = {"first": first[0], "after": after[0], "status": status[0]}
         well_typed = first[1] and after[1] and status[1]
-        answer = post(client, VIDEOS, variables, tolerate=not well_typed)
+        answer = post(client, VIDEOS, variables)
         if answer is None or not well_typed:
             return
         count = first[0]
@@ -354,7 +339,7 @@ async def test_submit_video_refuses_and_never_fetches(server: Server, trap: Trap
     @given(urls)
     def run(client: httpx.Client, case: tuple[Any, bool]) -> None:
         url, well_typed = case
-        answer = post(client, SUBMIT, {"url": url}, tolerate=not well_typed)
+        answer = post(client, SUBMIT, {"url": url})
         if answer is None or not well_typed:
             return
         assert answer.body["data"] is None, answer.body
@@ -378,7 +363,7 @@ async def test_retry_and_delete_any_id(server: Server):
     @given(ids, st.booleans())
     def run(client: httpx.Client, case: tuple[Any, bool], retry: bool) -> None:
         value, well_typed = case
-        answer = post(client, RETRY if retry else DELETE, {"id": value}, tolerate=not well_typed)
+        answer = post(client, RETRY if retry else DELETE, {"id": value})
         if answer is None or not well_typed:
             return
         if not well_formed_id(value):
@@ -406,42 +391,6 @@ CORPUS = [
 ]
 
 
-class _KnownBugs(graphql.Visitor):
-    """Finds the parts of a document the xfail tests below pin as server bugs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found = False
-        self.defined: set[str] = set()
-        self.spread: set[str] = set()
-
-    def enter_operation_definition(self, node: graphql.OperationDefinitionNode, *_: Any) -> None:
-        if node.operation is graphql.OperationType.SUBSCRIPTION:
-            self.found = True
-
-    def enter_selection_set(self, node: graphql.SelectionSetNode, *_: Any) -> None:
-        if not node.selections:
-            self.found = True
-
-    def enter_fragment_definition(self, node: graphql.FragmentDefinitionNode, *_: Any) -> None:
-        self.defined.add(node.name.value)
-
-    def enter_fragment_spread(self, node: graphql.FragmentSpreadNode, *_: Any) -> None:
-        self.spread.add(node.name.value)
-
-
-def hits_a_known_bug(document: str) -> bool:
-    if not document:
-        return True
-    try:
-        parsed = graphql.parse(document)
-    except graphql.GraphQLError:
-        return False  # refused by the parser: nothing known goes wrong there
-    visitor = _KnownBugs()
-    graphql.visit(parsed, visitor)
-    return visitor.found or not visitor.spread <= visitor.defined
-
-
 def mutate(doc: str, at: int, cut: int, insert: str) -> str:
     at %= len(doc) + 1
     return doc[:at] + insert + doc[at + cut :]
@@ -467,10 +416,6 @@ async def test_malformed_documents(server: Server):
     @hypothesis.settings(FUZZ, max_examples=250)
     @given(documents)
     def run(client: httpx.Client, document: str) -> None:
-        # Shapes the server is known to get wrong are pinned by the xfail tests below: an
-        # empty document, a subscription over HTTP, an empty selection set, a spread of an
-        # undefined fragment.
-        hypothesis.assume(not hits_a_known_bug(document))
         answer = post(client, document)
         if answer is None:
             return
@@ -486,16 +431,9 @@ async def test_malformed_documents(server: Server):
     assert health.status_code == 200
 
 
-# -- known server bugs found by the fuzz -----------------------------------------------------
+# -- server bugs the fuzz found, kept fixed -----------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a variable refused by GraphQL coercion reaches the client as INTERNAL "
-    "'Internal server error' (and is logged as an unexpected error with a stack): graphql-core "
-    "sets original_error to the coercion GraphQLError, and graphql_errors.is_expected only "
-    "accepts ClipoError originals",
-)
 @pytest.mark.parametrize(
     ("query", "variables"),
     [
@@ -521,12 +459,6 @@ async def test_ill_typed_variables_are_bad_user_input(
     assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"], errors
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: fetch.check_url percent-encodes the path and query with urllib's quote, "
-    "which raises UnicodeEncodeError on a lone surrogate; it escapes as INTERNAL instead of "
-    "FORBIDDEN_URL",
-)
 @pytest.mark.parametrize("url", ["http://a.invalid/\ud800", "http://a.invalid/x?q=\udfff"])
 async def test_a_url_with_a_lone_surrogate_is_forbidden_url(server: Server, url: str):
     content = json.dumps({"query": SUBMIT, "variables": {"url": url}})  # \ud800 escaped
@@ -539,13 +471,6 @@ async def test_a_url_with_a_lone_surrogate_is_forbidden_url(server: Server, url:
     assert (await server.gql(COUNT))["data"]["videos"]["totalCount"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: Strawberry's QueryDepthLimiter crashes while validating an empty "
-    "selection set (ValueError: max() arg is an empty sequence; graphql-core 3.3 parses `{}`) "
-    "or a spread of an undefined fragment (KeyError); ErrorCodes does not mask pre-execution "
-    "errors, so the raw Python message reaches the client, without extensions.code",
-)
 @pytest.mark.parametrize(
     "document",
     [
@@ -569,20 +494,15 @@ async def test_documents_that_crash_the_depth_limiter_get_a_coded_error(
         assert not error["message"].startswith("'"), "a KeyError's message"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: Strawberry's QueryDepthLimiter walks fragment spreads without "
-    "memoising, so its cost doubles with each fragment spreading the next one twice; it runs "
-    "synchronously on the event loop, so one ~1 KB request (22 fragments: minutes) stalls "
-    "every other request and websocket of the process",
-)
 async def test_fragment_fan_out_does_not_stall_the_server(server: Server):
-    levels = 18  # seconds of validation where the bug is: 2**18 walks of the last fragment
+    # 2**24 walks of the last fragment for a limiter that does not measure fragments once:
+    # hours. The bounds below are generous on purpose: they only tell hours from moments.
+    levels = 24
     fragments = " ".join(
         f"fragment F{i} on Query {{ ...F{i + 1} ...F{i + 1} }}" for i in range(levels)
     )
     document = f"{{ ...F0 }} {fragments} fragment F{levels} on Query {{ __typename }}"
-    assert len(document) < 1024
+    assert len(document) < 1200
 
     def health_latency() -> float:
         # From a thread: a coroutine on the server's own loop could not run while it stalls.
@@ -598,28 +518,19 @@ async def test_fragment_fan_out_does_not_stall_the_server(server: Server):
     took = time.monotonic() - started
     health_took = await health
     assert body["data"] == {"__typename": "Query"} or body.get("errors"), body
-    assert (health_took < 0.5, took < 1.0) == (True, True), (health_took, took)
+    assert health_took < 10, health_took
+    assert took < 10, took
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a subscription sent over HTTP fails inside execution (TypeError "
-    "'Cannot return null for non-nullable field Subscription.videoStatus') and is answered "
-    "INTERNAL and logged as unexpected, though it is the client's mistake",
-)
 async def test_a_subscription_over_http_is_bad_user_input(server: Server):
-    body = await server.gql(
-        'subscription { videoStatus(id: "0123456789abcdef01234567") { id status } }'
-    )
-    assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"], body
+    query = 'subscription { videoStatus(id: "0123456789abcdef01234567") { id status } }'
+    response = await server.http.post("/graphql", json={"query": query})
+    assert response.status_code == 400
+    errors = response.json()["errors"]
+    assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"], errors
+    assert "websocket" in errors[0]["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: README ('Errors') promises the JSON error shape with an HTTP status for "
-    "a request refused before GraphQL runs, but Strawberry's own refusals of a malformed body "
-    "are text/plain 400s",
-)
 @pytest.mark.parametrize(
     "content",
     [
