@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -61,8 +63,27 @@ class StreamingUploadAdapter(StarletteRequestAdapter):
         return FormData(files=files, form=fields)
 
 
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy `graphql-ws` subprotocol, with the `connection_init` deadline Strawberry
+    enforces only for `graphql-transport-ws`: a silent socket would be held open for ever."""
+
+    async def handle(self) -> None:
+        deadline = asyncio.create_task(self._close_unless_initialised())
+        try:
+            await super().handle()
+        finally:
+            deadline.cancel()
+
+    async def _close_unless_initialised(self) -> None:
+        assert isinstance(self.view, ClipoGraphQL)
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        if not self.connection_acknowledged:
+            await self.websocket.close(code=4408, reason="Connection initialisation timeout")
+
+
 class ClipoGraphQL(GraphQL[Context, None]):
     request_adapter_class = StreamingUploadAdapter
+    graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, schema: BaseSchema, settings: Settings) -> None:
         super().__init__(
