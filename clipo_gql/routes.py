@@ -83,12 +83,16 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     app = app_state(request)
-    checks = {"mongodb": ping_mongo(), "redis": app.redis.ping()}
+    checks: dict[str, Callable[[], Awaitable[Any]]] = {
+        "mongodb": ping_mongo,
+        "redis": app.redis.ping,
+    }
     down = []
     for name, check in checks.items():
+        # Called inside the try: a client can fail before it returns anything to await.
         try:
             async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-                await check
+                await check()
         except Exception:
             down.append(name)
     if down:

@@ -117,6 +117,7 @@ def children(pid: int) -> list[tuple[int, str]]:
 
 
 def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (killed, but not yet reaped by its parent)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:

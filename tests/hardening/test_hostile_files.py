@@ -20,6 +20,7 @@ from clipo_gql.models import Video
 from clipo_gql.settings import Settings
 from tests.clips import Clips, ffmpeg, make_clip
 from tests.conftest import Server, incoming_files, run_server, video_files
+from tests.hardening.test_crash_recovery import alive
 from tests.test_api import watch
 
 pytestmark = pytest.mark.timeout(120)
@@ -159,14 +160,6 @@ def pids_in(path: Path) -> list[int]:
     return [int(line) for line in path.read_text().split()] if path.exists() else []
 
 
-def running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def test_hanging_ffmpeg_is_killed_at_the_limit(
     settings: Settings, redis: Redis, clips: Clips, tmp_path: Path
 ):
@@ -185,9 +178,9 @@ async def test_hanging_ffmpeg_is_killed_at_the_limit(
         started = pids_in(pids)
         assert len(started) == 2
         for _ in range(100):
-            if not any(running(pid) for pid in started):
+            if not any(alive(pid) for pid in started):
                 break
             await asyncio.sleep(0.05)
-        assert not any(running(pid) for pid in started), "the hung ffmpeg outlived its limit"
+        assert not any(alive(pid) for pid in started), "the hung ffmpeg outlived its limit"
         assert outputs(server.settings) == []
         assert (await server.http.get("/healthz")).status_code == 200
