@@ -1,0 +1,221 @@
+"""What every benchmark shares: the result shape, a running `clipo-gql dev`, clips, timing.
+
+Each benchmark module `bench/b<N>_<name>.py` has `async def run(ctx: Context) -> list[Result]`
+and measures clipo-gql beside its baseline in the same run, `ctx.repeats` times each,
+alternating the two so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Context:
+    workdir: Path  # scratch space for this run, removed afterwards
+    repeats: int  # at least 5 for a real run; 1 for the CI smoke run
+    smoke: bool  # tiny sizes: only proves the code runs
+    redis_url: str
+
+
+@dataclass
+class Result:
+    number: int  # the issue's table row
+    name: str
+    unit: str  # e.g. "s", "MB/s", "req/s"
+    ours: list[float]
+    baseline: list[float]
+    baseline_name: str
+    higher_is_better: bool
+    target: float  # the ratio to reach: ours/baseline (higher better) or ours/baseline (lower)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """ours / baseline of the medians: for times, lower is better; for rates, higher."""
+        return statistics.median(self.ours) / statistics.median(self.baseline)
+
+    @property
+    def met(self) -> bool:
+        return self.ratio >= self.target if self.higher_is_better else self.ratio <= self.target
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", *args], check=True)
+
+
+def make_clip(path: Path, *, seconds: float, size: str = "1280x720", webm: bool = False) -> Path:
+    """A clip like a phone's: testsrc2 video with a sine tone, H.264/AAC MP4 or VP9/Opus."""
+    video = ["-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M"]
+    codecs = [*video, "-c:a", "libopus"] if webm else [
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-c:a", "aac"
+    ]  # fmt: skip
+    ffmpeg(
+        "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+        *codecs, "-shortest", str(path),
+    )  # fmt: skip
+    return path
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmHWM for {pid}")
+
+
+@dataclass
+class Service:
+    url: str
+    proc: subprocess.Popen[bytes]
+    media: Path
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/graphql"
+
+
+def _spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+
+
+@asynccontextmanager
+async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
+    """`clipo-gql dev` in its own process (its own queue and channels), stopped afterwards."""
+    port = free_port()
+    run = uuid.uuid4().hex[:8]
+    media = ctx.workdir / f"media-{run}"
+    environment = {
+        **{k: v for k, v in os.environ.items() if k != "MONGODB_URL"},
+        "MEDIA_DIR": str(media),
+        "REDIS_URL": ctx.redis_url,
+        "QUEUE_NAME": f"clipo-bench:{run}:queue",
+        "REDIS_PREFIX": f"clipo-bench:{run}",
+        **env,
+    }
+    log = ctx.workdir / f"dev-{run}.log"
+    proc = _spawn([sys.executable, "-m", "clipo_gql.cli", "dev", "--port", str(port)],
+                  environment, ctx.workdir, log)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"clipo-gql dev exited; see {log}")
+                try:
+                    if (await http.get(f"{url}/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            else:
+                raise RuntimeError("clipo-gql dev did not become ready")
+        yield Service(url=url, proc=proc, media=media)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(media, ignore_errors=True)
+
+
+async def alternate(
+    repeats: int,
+    ours: Callable[[], Awaitable[float]],
+    baseline: Callable[[], Awaitable[float]],
+) -> tuple[list[float], list[float]]:
+    """Run both `repeats` times, interleaved (ours, baseline, ours, ...)."""
+    a: list[float] = []
+    b: list[float] = []
+    for _ in range(repeats):
+        a.append(await ours())
+        b.append(await baseline())
+    return a, b
+
+
+def timed(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+UPLOAD = (
+    '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) { id } }", "variables": {"f": null}}'
+)
+WATCH = "subscription($id: ID!) { videoStatus(id: $id) { status error } }"
+
+
+async def upload(http: httpx.AsyncClient, service: Service, path: Path) -> str:
+    """Upload through GraphQL multipart, streaming the file; the new video's id."""
+    with path.open("rb") as fh:
+        response = await http.post(
+            f"{service.url}/graphql",
+            data={"operations": UPLOAD, "map": '{"0": ["variables.f"]}'},
+            files={"0": (path.name, fh, "video/mp4")},
+            headers={"apollo-require-preflight": "true"},
+        )
+    body = response.json()
+    if "errors" in body:
+        raise RuntimeError(f"upload refused: {body['errors']}")
+    video_id: str = body["data"]["uploadVideo"]["id"]
+    return video_id
+
+
+async def until_final(service: Service, video_id: str) -> str:
+    """Follow the video over the subscription until DONE or FAILED; the final status."""
+    import websockets
+    from websockets.typing import Subprotocol
+
+    async with websockets.connect(
+        service.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        while json.loads(await ws.recv())["type"] != "connection_ack":
+            pass
+        payload = {"query": WATCH, "variables": {"id": video_id}}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        status = ""
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == "next":
+                video = message["payload"]["data"]["videoStatus"]
+                status = video["status"]
+                if status == "FAILED":
+                    raise RuntimeError(f"video {video_id} FAILED: {video['error']}")
+            elif message["type"] in ("complete", "error"):
+                return status
