@@ -90,9 +90,7 @@ class Pipeline:
         except ClipoError as exc:
             await self._fail(video_id, exc.message)
         except asyncio.CancelledError:
-            # Worker shutting down (or the video was deleted): arq runs the job again, so leave
-            # no half-written outputs and show the video as queued, not stuck PROCESSING.
-            self.storage.remove_outputs(video_id)
+            # Worker shutting down (or the video was deleted): arq runs the job again.
             await self._interrupted(video_id)
             raise
         except Exception:
@@ -100,11 +98,20 @@ class Pipeline:
             await self._fail(video_id, "Processing failed because of an internal error")
 
     async def _interrupted(self, video_id: ObjectId) -> None:
-        # Best effort and bounded: an error here must not replace the CancelledError, or arq
-        # would count the job as failed instead of running it again.
+        """Show the video as queued again, not stuck PROCESSING, and tidy what it left.
+
+        The cancellation can land after `finish()` stored DONE (while it publishes): then the
+        outputs are the finished video's and must stay, so files are removed only once the
+        video is known to be PENDING again (or deleted). Best effort and bounded: an error here
+        must not replace the CancelledError, or arq would count the job as failed instead of
+        running it again; the next run removes partial outputs first anyway.
+        """
         try:
             async with asyncio.timeout(5):
-                await self.videos.interrupted(video_id)
+                if await self.videos.interrupted(video_id) is not None:
+                    self.storage.remove_outputs(video_id)
+                elif await Video.get(video_id) is None:
+                    await self.storage.remove_video(video_id)  # deleted while we worked
         except Exception:
             log.warning("could not mark interrupted video %s as PENDING", video_id, exc_info=True)
 

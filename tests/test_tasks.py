@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
 from clipo_gql.connections import create_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
 from clipo_gql.tasks import build_context, enqueue_processing, job_id, process_video
+from clipo_gql.videos import VideoService
 from tests.conftest import Server, video_files
 
 
@@ -109,3 +112,32 @@ async def test_job_timeout_marks_the_video_failed(server: Server, clips: Any, tm
     assert "1 s" in failed.error
     names = {p.name for p in video_files(server.settings)}
     assert names == {"original"}
+
+
+async def test_cancelled_after_done_was_stored_keeps_the_outputs(
+    server: Server, clips: Any, monkeypatch: pytest.MonkeyPatch
+):
+    # The worker stopping while the final change is being published (a Redis outage makes
+    # that slow): the video is DONE in MongoDB, so its files must stay.
+    video = await stored_video(server, clips.h264_aac)
+    assert video.id is not None
+    stored_done = asyncio.Event()
+    real_finish = VideoService.finish
+
+    async def slow_publish_finish(self: VideoService, *args: Any, **kwargs: Any) -> Any:
+        result = await real_finish(self, *args, **kwargs)
+        stored_done.set()
+        await asyncio.sleep(60)
+        return result
+
+    monkeypatch.setattr(VideoService, "finish", slow_publish_finish)
+    job = asyncio.create_task(run_job(server.settings, video))
+    await asyncio.wait_for(stored_done.wait(), 60)
+    job.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+    stored = await Video.get(video.id)
+    assert stored is not None
+    assert stored.status is VideoStatus.DONE
+    names = sorted(p.name for p in video_files(server.settings))
+    assert names == ["metadata.json", "original", "thumbnail.jpg", "video.mp4"]
