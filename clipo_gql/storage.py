@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import aiofiles
 from bson import ObjectId
 from bson.errors import InvalidId
 
@@ -77,11 +76,20 @@ class Storage:
             partial.unlink(missing_ok=True)
 
     async def write_json(self, path: Path, data: Any) -> None:
-        """Write atomically: a reader sees the old file or the whole new one."""
-        tmp = path.with_name(f".{uuid.uuid4().hex}.part")
-        try:
-            async with aiofiles.open(tmp, "w", encoding="utf-8") as out:
-                await out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str))
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write atomically: a reader sees the old file or the whole new one.
+
+        One thread call rather than aiofiles: a job cancelled while aiofiles was opening the
+        file left it open (its thread finished the open after the await was gone). A thread
+        runs to the end, closing and renaming, or removing its temporary file.
+        """
+        text = json.dumps(data, indent=2, ensure_ascii=False, default=str)
+        await asyncio.to_thread(_write_atomically, path, text)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{uuid.uuid4().hex}.part")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
