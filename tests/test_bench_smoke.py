@@ -1,0 +1,29 @@
+"""The benchmarks' smoke run: every benchmark once with tiny sizes, so bench/ cannot rot.
+
+The numbers of a smoke run mean nothing; `make bench` is the real run (README).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(400)
+def test_every_benchmark_runs(tmp_path: Path):
+    out = tmp_path / "RESULTS.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=ROOT, env={**os.environ}, capture_output=True, text=True, timeout=380,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = out.read_text()
+    for row in range(1, 8):
+        assert f"\n| {row} | " in report, f"row {row} missing:\n{report}"
+    assert "did not run" not in report
