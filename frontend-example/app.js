@@ -304,3 +304,5 @@ setUpDetail();
 $("load-more").onclick = loadMore;
 await loadMore();
 await openFromHash();
+// For tests and tools: the first page of videos is on screen.
+document.body.dataset.ready = "true";

@@ -109,6 +109,7 @@ async def page(browser: Browser, dev_server: DevServer) -> AsyncIterator[Page]:
     page.on("pageerror", lambda error: errors.append(str(error)))
     await page.add_init_script(RECORD_STATUSES)
     await page.goto(dev_server.url + "/")
+    await page.wait_for_selector("body[data-ready]")  # the first page of videos is listed
     yield page
     await page.close()
     assert errors == [], "the page threw"
@@ -275,6 +276,7 @@ async def test_load_more_pages_through_the_list(page: Page, dev_server: DevServe
         total = (await http.post("/graphql", json={"query": "{ videos { totalCount } }"})).json()
     total_count = total["data"]["videos"]["totalCount"]
     await page.reload()
+    await page.wait_for_selector("body[data-ready]")
     names = page.locator("#videos li .name")
     await expect(names).to_have_count(12)
     await expect(names.first).to_have_text("page-12.mp4")
