@@ -95,7 +95,7 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
     try:
         await wctx["pipeline"].run(oid)
     finally:
-        lease.cancel()
+        await _stop(lease)
 
 
 async def _hold_lease(redis: ArqRedis, arq_job_id: str, seconds: float) -> None:
@@ -160,9 +160,7 @@ def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         requeuer = ctx.get("requeuer")
         if requeuer is not None:
-            requeuer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await requeuer
+            await _stop(requeuer)
         mongo = ctx.get("mongo")
         if mongo is not None:
             mongo.close()
@@ -214,7 +212,15 @@ async def _close(worker: Worker) -> None:
         # on_shutdown does not run when close() fails: stop the requeuer here too.
         requeuer = worker.ctx.get("requeuer")
         if requeuer is not None:
-            requeuer.cancel()
+            await _stop(requeuer)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel a helper task and wait for it: one left running could hand a connection back
+    to a pool that has been closed meanwhile, leaking it."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def worker_settings(settings: Settings) -> type:

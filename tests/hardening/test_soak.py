@@ -130,7 +130,8 @@ async def test_soak(dev: tuple[str, subprocess.Popen[bytes], str], clips: Clips)
     await round_of(url, clip, UPLOADS)
     rss_after, fds_after = await settle(proc.pid)
 
-    assert fds_after <= fds_before + 5, (fds_before, fds_after, fd_kinds(proc.pid))
+    # A leak per request would show as 50 or 200 more; a pool may still open a few.
+    assert fds_after <= fds_before + 15, (fds_before, fds_after, fd_kinds(proc.pid))
     assert rss_after - rss_before < 40 * 1024, f"RSS grew {rss_before} -> {rss_after} KiB"
     redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     try:
