@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from clipo_gql.connections import create_redis
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.settings import Settings
-from clipo_gql.tasks import enqueue_processing, job_id, run_embedded_worker
+from clipo_gql.tasks import embedded_worker, enqueue_processing, job_id
 from tests.clips import make_clip
 from tests.conftest import Server, incoming_files, run_server, video_files
 from tests.test_api import watch
@@ -145,13 +145,21 @@ async def wait_gone(pid: int, seconds: float = 10) -> None:
 
 
 async def recover(api: Server, video_id: str) -> list[dict[str, Any]]:
-    """Start a fresh worker and follow the video to its end."""
-    worker = asyncio.create_task(run_embedded_worker(api.settings))
+    """Start a fresh worker and follow the video to its end.
+
+    The worker runs in burst mode: it returns by itself once the queue is empty, instead of
+    being cancelled in the middle of a Redis transaction (which leaves a socket to the GC).
+    """
+    worker = embedded_worker(api.settings)
+    worker.burst = True
+    watching = asyncio.create_task(watch(api, video_id))
     try:
-        return await asyncio.wait_for(watch(api, video_id), 90)
+        await asyncio.wait_for(worker.async_run(), 90)
+        return await asyncio.wait_for(watching, 30)
     finally:
-        worker.cancel()
-        await asyncio.gather(worker, return_exceptions=True)
+        watching.cancel()
+        await asyncio.gather(watching, return_exceptions=True)
+        await worker.close()
 
 
 def assert_one_set_of_outputs(settings: Settings, video_id: str) -> None:
