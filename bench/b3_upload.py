@@ -30,6 +30,7 @@ from bench.common import (
     Result,
     Service,
     alternate,
+    capture,
     dev_server,
     make_clip,
     rss_kib,
@@ -115,20 +116,13 @@ async def watch_rss(pids: Callable[[], list[int]]) -> AsyncIterator[Rss]:
 
 async def curl(*args: str) -> tuple[int, str, float]:
     """HTTP status, body and curl's `time_total` of one transfer."""
-    proc = await asyncio.create_subprocess_exec(
+    returncode, out, err = await capture(
         "curl", "-sS", "--max-time", "600",
         # No `Expect: 100-continue` round trip: nothing here is refused, on either side.
         "-H", "Expect:",
         "-w", "\n%{http_code} %{time_total}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    try:
-        out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
+    if returncode != 0:
         raise RuntimeError(f"curl {' '.join(args)} failed: {err.decode()}")
     body, _, tail = out.decode().rpartition("\n")
     code, seconds = tail.split()

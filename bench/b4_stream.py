@@ -14,14 +14,22 @@ in chunks, so it should stay flat.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 
 import httpx
 
 from bench.b3_upload import cpu_seconds, watch_rss
-from bench.common import Context, Result, alternate, dev_server, make_clip, rss_kib, upload
+from bench.common import (
+    Context,
+    Result,
+    alternate,
+    capture,
+    dev_server,
+    make_clip,
+    rss_kib,
+    upload,
+)
 from bench.common import until_final as until_done
 from bench.nginx import nginx
 
@@ -32,19 +40,12 @@ WRITE_OUT = "%{http_code} %{size_download} %{time_total}\n"
 
 async def curl(args: list[str], config: str | None = None) -> list[tuple[int, int, float]]:
     """Status, bytes and time of each transfer of one curl run (`config` on its stdin)."""
-    proc = await asyncio.create_subprocess_exec(
+    returncode, out, err = await capture(
         "curl", "-sS", "--max-time", "300", "-w", WRITE_OUT, *args,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stdin=config.encode() if config is not None else None,
     )  # fmt: skip
-    try:
-        out, err = await proc.communicate(config.encode() if config is not None else None)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
-        raise RuntimeError(f"curl failed ({proc.returncode}): {err.decode()[-1000:]}")
+    if returncode != 0:
+        raise RuntimeError(f"curl failed ({returncode}): {err.decode()[-1000:]}")
     transfers = []
     for line in out.decode().splitlines():
         code, size, seconds = line.split()

@@ -31,7 +31,15 @@ from typing import Any, Literal
 
 import httpx
 
-from bench.common import ROOT, Context, Result, alternate, free_port
+from bench.common import (
+    Context,
+    Result,
+    alternate,
+    capture,
+    child_env,
+    free_port,
+    wait_ready,
+)
 
 Mode = Literal["ours", "baseline"]
 MODES: tuple[Mode, ...] = ("ours", "baseline")
@@ -244,11 +252,6 @@ class Server:
         raise RuntimeError(f"{self.log}: the server did not report its seeding")
 
 
-def child_env(ctx: Context, **extra: str) -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "REDIS_URL": ctx.redis_url, **extra}
-
-
 async def stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is not None:
         return
@@ -280,18 +283,10 @@ async def server(ctx: Context, mode: Mode, count: int) -> AsyncIterator[Server]:
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(1200):  # seeding 10,000 documents into the stand-in takes seconds
-                if proc.returncode is not None:
-                    raise RuntimeError(f"the {mode} server exited; see {log}")
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError(f"the {mode} server did not become ready; see {log}")
+        # Seeding 10,000 documents into the stand-in takes seconds.
+        await wait_ready(
+            url, lambda: proc.returncode is not None, f"the {mode} server (log: {log})", 120
+        )
         yield Server(mode=mode, url=url, log=log, database=database)
     finally:
         await stop(proc)
@@ -320,17 +315,8 @@ async def measure(
     argv = ["-m", "bench.b5_videos_query", "load", target.url, target.mode,
             "--seconds", str(seconds), "--warmup", str(warmup),
             "--concurrency", str(concurrency)]  # fmt: skip
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, *argv, env=child_env(ctx), cwd=ctx.workdir,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    if proc.returncode != 0:
+    returncode, out, err = await capture(sys.executable, *argv, env=child_env(ctx), cwd=ctx.workdir)
+    if returncode != 0:
         raise RuntimeError(f"load generator for {target.mode} failed:\n{err.decode()[-2000:]}")
     rate: float = json.loads(out)["rate"]
     return rate

@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from bench.common import ROOT, Context, Result, alternate, dev_server
+from bench.common import Context, Result, alternate, child_env, dev_server
 
 SUBMIT = "mutation($url: String!) { submitVideo(url: $url) { id status } }"
 DELETE = "mutation($id: ID!) { deleteVideo(id: $id) }"
@@ -288,13 +288,12 @@ class Clients:
 async def start_clients(
     ctx: Context, ws_url: str, video_id: str, count: int, channel: str
 ) -> AsyncIterator[Clients]:
-    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     log = ctx.workdir / "b6-clients.log"
     argv = ["-m", "bench.b6_fanout", "clients", ws_url, video_id, str(count), ctx.redis_url,
             channel]  # fmt: skip
     with log.open("wb") as err:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, *argv, env={**os.environ, "PYTHONPATH": path}, cwd=ctx.workdir,
+            sys.executable, *argv, env=child_env(ctx), cwd=ctx.workdir,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
         )  # fmt: skip
     clients = Clients(proc=proc, workdir=ctx.workdir)

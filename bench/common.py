@@ -108,6 +108,50 @@ class Service:
         return self.url.replace("http://", "ws://") + "/graphql"
 
 
+def child_env(ctx: Context, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m bench....` child: this checkout importable, our Redis."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "REDIS_URL": ctx.redis_url, **extra}
+
+
+async def wait_ready(url: str, exited: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Poll `url`/readyz until it answers 200; fail at once if the process exited."""
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if exited():
+                raise RuntimeError(f"{what} exited")
+            try:
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{what} did not become ready in {seconds:.0f} s")
+
+
+async def capture(
+    *argv: str,
+    stdin: bytes | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, bytes, bytes]:
+    """Run a command to its end: exit status, stdout, stderr. Killed if we are cancelled."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, cwd=cwd,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await proc.communicate(stdin)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
 def _spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("wb") as out:
         return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
@@ -132,18 +176,7 @@ async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
                   environment, ctx.workdir, log)  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                if proc.poll() is not None:
-                    raise RuntimeError(f"clipo-gql dev exited; see {log}")
-                try:
-                    if (await http.get(f"{url}/readyz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("clipo-gql dev did not become ready")
+        await wait_ready(url, lambda: proc.poll() is not None, f"clipo-gql dev (log: {log})")
         yield Service(url=url, proc=proc, media=media)
     finally:
         proc.send_signal(signal.SIGINT)
