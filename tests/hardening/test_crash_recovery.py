@@ -29,6 +29,7 @@ from clipo_gql.tasks import embedded_worker, enqueue_processing, job_id
 from tests.clips import make_clip
 from tests.conftest import Server, incoming_files, run_server, video_files
 from tests.test_api import watch
+from tests.test_media import alive, assert_gone
 
 ROOT = Path(__file__).resolve().parents[2]
 LEASE_SECONDS = 2.0
@@ -116,15 +117,6 @@ def children(pid: int) -> list[tuple[int, str]]:
     return found
 
 
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie (killed, but not yet reaped by its parent)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 async def transcoding_ffmpeg(worker: subprocess.Popen[bytes], settings: Settings) -> int:
     """Wait for the worker's ffmpeg to be in the MP4 step; its pid."""
     deadline = time.monotonic() + 60
@@ -135,13 +127,6 @@ async def transcoding_ffmpeg(worker: subprocess.Popen[bytes], settings: Settings
                 return pid
         await asyncio.sleep(0.05)
     raise AssertionError("the worker never started transcoding")
-
-
-async def wait_gone(pid: int, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while alive(pid):
-        assert time.monotonic() < deadline, f"ffmpeg {pid} outlived its worker"
-        await asyncio.sleep(0.05)
 
 
 async def recover(api: Server, video_id: str) -> list[dict[str, Any]]:
@@ -187,7 +172,7 @@ async def test_sigkilled_worker_job_runs_again_after_the_lease(
 
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=10)
-        await wait_gone(ffmpeg)  # PR_SET_PDEATHSIG: ffmpeg dies with its worker
+        await assert_gone([ffmpeg])  # PR_SET_PDEATHSIG: ffmpeg dies with its worker
         # The job is still queued, locked until the lease runs out.
         assert await redis.zscore(crash_settings.queue_name, job_id(video.id)) is not None
     finally:

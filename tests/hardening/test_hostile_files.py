@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,8 @@ from clipo_gql.models import Video
 from clipo_gql.settings import Settings
 from tests.clips import Clips, ffmpeg, make_clip
 from tests.conftest import Server, incoming_files, run_server, video_files
-from tests.hardening.test_crash_recovery import alive
 from tests.test_api import watch
+from tests.test_media import assert_gone, fake_tool, written_pids
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,18 +155,11 @@ async def test_audio_only_is_failed_by_policy(server: Server, clips: Clips):
     assert outputs(server.settings) == []
 
 
-def pids_in(path: Path) -> list[int]:
-    return [int(line) for line in path.read_text().split()] if path.exists() else []
-
-
 async def test_hanging_ffmpeg_is_killed_at_the_limit(
     settings: Settings, redis: Redis, clips: Clips, tmp_path: Path
 ):
     # A fake ffmpeg that never ends, with a child of its own: both must be killed.
-    pids = tmp_path / "pids"
-    fake = tmp_path / "ffmpeg"
-    fake.write_text(f"#!/bin/sh\necho $$ >> {pids}\nsleep 600 &\necho $! >> {pids}\nwait\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    fake, pids = fake_tool(tmp_path)
     hanging = settings.model_copy(
         update={"ffmpeg_binary": str(fake), "thumbnail_timeout_seconds": 1.0}
     )
@@ -175,12 +167,9 @@ async def test_hanging_ffmpeg_is_killed_at_the_limit(
         final = await final_state(server, await upload(server, clips.h264_aac))
         assert final["status"] == "FAILED", final
         assert "time" in final["error"].lower(), final["error"]
-        started = pids_in(pids)
+        started = written_pids(pids)
+        assert started is not None
         assert len(started) == 2
-        for _ in range(100):
-            if not any(alive(pid) for pid in started):
-                break
-            await asyncio.sleep(0.05)
-        assert not any(alive(pid) for pid in started), "the hung ffmpeg outlived its limit"
+        await assert_gone(started)
         assert outputs(server.settings) == []
         assert (await server.http.get("/healthz")).status_code == 200
