@@ -3,17 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from bson import ObjectId
+from redis.asyncio import Redis
 
+from clipo_gql import app
 from clipo_gql.connections import create_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
 from clipo_gql.tasks import build_context, enqueue_processing, job_id, process_video
 from clipo_gql.videos import VideoService
-from tests.conftest import Server, video_files
+from tests.conftest import Server, run_server, video_files
+
+
+@pytest.fixture
+async def server(
+    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Server]:
+    """The app without its in-process worker. These tests run each job themselves; a worker
+    would race them for it (its start-up pass queues any PENDING video without a job)."""
+
+    async def no_worker(settings: Settings) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(app, "run_embedded_worker", no_worker)
+    async for running in run_server(settings):
+        yield running
 
 
 async def stored_video(server: Server, clip: Any) -> Video:
