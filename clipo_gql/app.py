@@ -26,7 +26,7 @@ from clipo_gql.settings import Settings
 from clipo_gql.state import AppState
 from clipo_gql.storage import Storage
 from clipo_gql.tasks import run_embedded_worker
-from clipo_gql.videos import VideoService
+from clipo_gql.videos import VideoService, decode_event
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         redis = await create_redis(settings)
         storage = Storage(settings.media_dir)
         storage.prepare()
-        hub = EventHub(redis, settings.redis_prefix)
+        hub = EventHub(redis, settings.redis_prefix, decode_event)
         await hub.start()
         worker = asyncio.create_task(run_embedded_worker(settings)) if embedded else None
         state = AppState(

@@ -2,7 +2,8 @@
 
 Every stored change of a video is published as the whole video (JSON), so a subscriber never
 has to read MongoDB per event. An API process keeps ONE pub/sub connection (`EventHub`) and
-fans messages out to its websocket subscribers: a thousand watchers cost one Redis connection.
+fans messages out to its websocket subscribers: a thousand watchers cost one Redis connection,
+and one decoding of each message (they all receive the same object).
 """
 
 from __future__ import annotations
@@ -10,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Final
+from collections.abc import AsyncIterator, Callable
+from typing import Final, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 # so the listener re-reads the stored state.
 RESYNC: Final = None
 SUBSCRIBE_TIMEOUT = 5.0
+T = TypeVar("T")
 
 
 def video_channel(prefix: str, video_id: object) -> str:
@@ -49,13 +51,18 @@ class EventPublisher:
             log.warning("could not publish the change of video %s: %s", video.id, exc)
 
 
-class EventHub:
-    """One pub/sub connection shared by every listener in this process."""
+class EventHub(Generic[T]):
+    """One pub/sub connection shared by every listener in this process.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    Each message is decoded once, by `decode`, and the same object goes to every listener of
+    its channel: listeners must treat it as read-only.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, decode: Callable[[str], T]) -> None:
         self._redis = redis
         self._control = f"{prefix}:hub"
-        self._listeners: dict[str, set[asyncio.Queue[str | None]]] = {}
+        self._decode = decode
+        self._listeners: dict[str, set[asyncio.Queue[T | None]]] = {}
         self._confirmed: dict[str, asyncio.Event] = {}
         self._pubsub: PubSub | None = None
         self._connected = asyncio.Event()
@@ -72,13 +79,13 @@ class EventHub:
             self._task = None
 
     @contextlib.asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue[str | None]]:
-        """Yield a queue of raw messages on `channel`, once Redis has confirmed the subscription.
+    async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue[T | None]]:
+        """A queue of the decoded messages on `channel`, once Redis confirmed the subscription.
 
         Confirmed means: any event published after this returns reaches the queue, so a caller
         may read the stored state next and lose nothing in between.
         """
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        queue: asyncio.Queue[T | None] = asyncio.Queue()
         listeners = self._listeners.setdefault(channel, set())
         listeners.add(queue)
         try:
@@ -138,10 +145,15 @@ class EventHub:
         kind = message["type"]
         if kind == "subscribe":
             self._confirmed.setdefault(channel, asyncio.Event()).set()
-        elif kind == "message":
-            data = _text(message["data"])
-            for queue in self._listeners.get(channel, ()):
-                queue.put_nowait(data)
+        elif kind == "message" and (listeners := self._listeners.get(channel)):
+            try:
+                event: T | None = self._decode(_text(message["data"]))
+            except ValueError as exc:
+                # Not ours to crash on (anyone with Redis access can publish): listeners re-read.
+                log.warning("undecodable message on %s: %s", channel, exc)
+                event = RESYNC
+            for queue in listeners:
+                queue.put_nowait(event)
 
 
 def _text(value: object) -> str:

@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING
 import strawberry
 from bson import ObjectId
 from graphql import GraphQLError
-from graphql.validation import NoSchemaIntrospectionCustomRule
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule
 from strawberry.extensions import (
     AddValidationRules,
     MaxTokensLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
@@ -20,9 +21,11 @@ from strawberry.types import ExecutionContext
 
 from clipo_gql import actions, models
 from clipo_gql.errors import BadUserInputError
+from clipo_gql.fanout import SharedEventExecutor, shared_view
 from clipo_gql.graphql_errors import ErrorCodes, log_unexpected
 from clipo_gql.models import VideoStatus
 from clipo_gql.pagination import encode_cursor, page
+from clipo_gql.query_cache import QUERY_CACHE_SIZE, ParseOnce
 from clipo_gql.query_limits import alias_limit, depth_limit
 from clipo_gql.state import Context
 from clipo_gql.storage import parse_id
@@ -114,7 +117,7 @@ class Subscription:
         video_id = _video_id(id)
         app = info.context.app
         async for doc in app.videos.watch(app.hub, video_id):
-            yield Video.from_document(doc, info.context.base_url)
+            yield shared_view(doc, info.context.base_url)
 
 
 class ClipoSchema(strawberry.Schema):
@@ -130,23 +133,31 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     extensions: list[Callable[[], SchemaExtension]] = []
     if settings is not None:
         limits = settings
-        extensions += [
-            lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
-            lambda: AddValidationRules(
-                [
-                    depth_limit(limits.graphql_max_depth),
-                    alias_limit(limits.graphql_max_aliases),
-                ]
-            ),
+        # Built once: the validation cache is keyed by the rule classes as well.
+        rules: list[type[ASTValidationRule]] = [
+            depth_limit(limits.graphql_max_depth),
+            alias_limit(limits.graphql_max_aliases),
         ]
         if not settings.graphql_introspection:
-            extensions.append(lambda: AddValidationRules([NoSchemaIntrospectionCustomRule]))
-    extensions.append(ErrorCodes)
+            rules.append(NoSchemaIntrospectionCustomRule)
+        extensions += [
+            lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
+            lambda: AddValidationRules(rules),
+        ]
+    extensions += [
+        # One parsed document per query text: the subscribers of one query then share the
+        # operation node, which is what lets `SharedEventExecutor` share their results; and the
+        # validation cache is keyed by that document.
+        ParseOnce,
+        lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
+        ErrorCodes,
+    ]
     return ClipoSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
+        execution_context_class=SharedEventExecutor,
         config=StrawberryConfig(disable_field_suggestions=True, scalar_map=SCALARS),
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -13,7 +14,7 @@ from starlette.websockets import WebSocket
 from clipo_gql.events import EventHub
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage
-from clipo_gql.videos import VideoService
+from clipo_gql.videos import VideoEvent, VideoService
 
 
 @dataclass
@@ -23,7 +24,7 @@ class AppState:
     mongo: Any
     storage: Storage
     videos: VideoService
-    hub: EventHub
+    hub: EventHub[VideoEvent]
 
 
 def app_state(conn: HTTPConnection) -> AppState:
@@ -46,6 +47,6 @@ class Context:
     response: Response | WebSocket | None
     app: AppState
 
-    @property
+    @cached_property  # read for every event a subscription sends
     def base_url(self) -> str:
         return base_url(self.request, self.app.settings)

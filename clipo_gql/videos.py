@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Collection
-from typing import Any
+from typing import Any, Literal, TypeAlias
 
 from bson import ObjectId
 from pymongo import ReturnDocument
 
 from clipo_gql.errors import NotFoundError
-from clipo_gql.events import RESYNC, EventHub, EventPublisher
+from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.models import Video, VideoStatus, now
 
 # A subscriber that heard nothing for this long re-reads MongoDB: a safety net for events
@@ -22,7 +22,13 @@ from clipo_gql.models import Video, VideoStatus, now
 RESYNC_AFTER_SECONDS = 15.0
 ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
 # Published instead of a video when one is deleted.
-DELETED = "deleted"
+DELETED: Literal["deleted"] = "deleted"
+VideoEvent: TypeAlias = Video | Literal["deleted"]
+
+
+def decode_event(data: str) -> VideoEvent:
+    """What the hub hands every subscriber of a video channel (decoded once per message)."""
+    return DELETED if data == DELETED else Video.model_validate_json(data)
 
 
 class VideoService:
@@ -112,7 +118,7 @@ class VideoService:
         await self.events.redis.publish(self.events.channel(video_id), DELETED)
         return True
 
-    async def watch(self, hub: EventHub, video_id: ObjectId) -> AsyncIterator[Video]:
+    async def watch(self, hub: EventHub[VideoEvent], video_id: ObjectId) -> AsyncIterator[Video]:
         """The current state, then every newer one, ending after DONE or FAILED.
 
         Subscribes before reading MongoDB, so a change made between the two still arrives.
@@ -135,19 +141,21 @@ class VideoService:
                     yield video
 
 
-async def _newest(queue: asyncio.Queue[str | None]) -> Video | None:
+async def _newest(queue: asyncio.Queue[VideoEvent | None]) -> Video | None:
     """Wait for events and return the newest queued; None when the state must be re-read.
 
     Each event carries the whole video, so a slow client skips straight to the latest one.
     """
     try:
-        items = [await asyncio.wait_for(queue.get(), RESYNC_AFTER_SECONDS)]
+        # Not wait_for(): it wraps the get in a new task, for each subscriber and event.
+        async with asyncio.timeout(RESYNC_AFTER_SECONDS):
+            items = [await queue.get()]
     except TimeoutError:
         return None
     while not queue.empty():
         items.append(queue.get_nowait())
-    if any(item is RESYNC or item == DELETED for item in items):
+    videos = [item for item in items if isinstance(item, Video)]
+    if len(videos) < len(items):  # a RESYNC or DELETED among them
         return None
-    videos = [Video.model_validate_json(item) for item in items if item is not None]
     newest: Video = max(videos, key=lambda v: v.version)
     return newest

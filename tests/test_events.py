@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
 from clipo_gql.events import EventHub, EventPublisher, video_channel
 from clipo_gql.models import Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
-from clipo_gql.videos import VideoService
+from clipo_gql.videos import VideoService, decode_event
 from tests.conftest import Server
 from tests.wsclient import subscribe
 
@@ -70,7 +71,7 @@ async def test_changes_published_elsewhere_reach_the_subscriber(server: Server):
 
 async def test_hub_confirms_subscription_before_returning(settings: Settings, redis: Redis):
     """An event published right after listen() returns is delivered: no window to lose it."""
-    hub = EventHub(redis, settings.redis_prefix)
+    hub = EventHub(redis, settings.redis_prefix, str)
     await hub.start()
     channel = video_channel(settings.redis_prefix, "x")
     try:
@@ -84,24 +85,55 @@ async def test_hub_confirms_subscription_before_returning(settings: Settings, re
         await hub.close()
 
 
-async def test_hub_fans_out_one_connection_to_many_listeners(settings: Settings, redis: Redis):
-    hub = EventHub(redis, settings.redis_prefix)
+async def test_hub_fans_out_one_connection_and_one_decoding_to_many_listeners(
+    settings: Settings, redis: Redis
+):
+    decoded: list[str] = []
+
+    def decode(data: str) -> dict[str, Any]:
+        decoded.append(data)
+        return {"said": data}
+
+    hub = EventHub(redis, settings.redis_prefix, decode)
     await hub.start()
     channel = video_channel(settings.redis_prefix, "y")
     try:
         async with hub.listen(channel) as first, hub.listen(channel) as second:
             assert await redis.pubsub_numsub(channel) == [(channel.encode(), 1)]
             await redis.publish(channel, "hello")
-            assert await asyncio.wait_for(first.get(), 2) == "hello"
-            assert await asyncio.wait_for(second.get(), 2) == "hello"
+            got = await asyncio.wait_for(first.get(), 2)
+            assert got == {"said": "hello"}
+            assert await asyncio.wait_for(second.get(), 2) is got
+            assert decoded == ["hello"]
     finally:
         await hub.close()
+
+
+async def test_an_undecodable_message_makes_listeners_reread_and_the_hub_goes_on(
+    settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
+):
+    # Anyone who can reach Redis can publish on our channels: junk must not stop the hub.
+    hub = EventHub(redis, settings.redis_prefix, decode_event)
+    await hub.start()
+    channel = video_channel(settings.redis_prefix, "w")
+    video = Video(filename="a.mp4", source=VideoSource.UPLOAD)
+    try:
+        async with hub.listen(channel) as queue:
+            await redis.publish(channel, "{not json")
+            assert await asyncio.wait_for(queue.get(), 2) is None  # RESYNC: read MongoDB
+            await redis.publish(channel, video.model_dump_json())
+            after = await asyncio.wait_for(queue.get(), 2)
+            assert isinstance(after, Video)
+            assert after.filename == "a.mp4"
+    finally:
+        await hub.close()
+    assert "undecodable message" in caplog.text
 
 
 async def test_hub_tells_listeners_to_resync_after_losing_redis(settings: Settings, redis: Redis):
     name = f"{settings.redis_prefix}-hub".replace(":", "-")
     own = Redis.from_url(settings.effective_redis_url, client_name=name)
-    hub = EventHub(own, settings.redis_prefix)
+    hub = EventHub(own, settings.redis_prefix, str)
     await hub.start()
     channel = video_channel(settings.redis_prefix, "z")
     try:

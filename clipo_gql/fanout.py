@@ -1,0 +1,96 @@
+"""One video event, turned into a GraphQL result once and shared by every subscriber.
+
+A change of a video watched by a thousand clients reaches this process once, and the hub
+decodes it once. Without sharing, every subscriber would still build its own `types.Video`
+and run graphql-core over its selection, which was most of the fan-out cost (bench row 6).
+Here the subscribers of one state get one payload object (`shared_view`), and the executor
+keeps the result per payload, operation and variables: the first subscriber of a query pays,
+the others reuse it.
+
+Sharing is correct because a `types.Video` field is a pure function of the payload (the
+per-request base URL is already part of the payload's key). A field that reads
+`info.context`, e.g. per-user access, would have to leave this path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from functools import cached_property
+from typing import Any, cast
+
+from graphql import ExecutionResult, Executor, OperationDefinitionNode
+from graphql.pyutils import AwaitableOrValue
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from clipo_gql import models
+from clipo_gql.types import Video
+
+# Sharing only matters in the burst of deliveries right after an event, so few states are
+# kept; and few distinct queries per state, so that odd query texts cannot pile results up.
+VIEWS_KEPT = 64
+RESULTS_PER_VIEW = 16
+
+_Results = dict[tuple[int, str], tuple[OperationDefinitionNode, ExecutionResult]]
+_views: OrderedDict[tuple[object, int, str], Video] = OrderedDict()
+# id(view) -> results, for the views in `_views` only: those are alive, so no id is reused.
+_results: dict[int, _Results] = {}
+
+
+def shared_view(doc: models.Video, base_url: str) -> Video:
+    """The GraphQL object of this state of the video, the same one for every subscriber.
+
+    `version` grows with every stored change, so (id, version) names one state for good.
+    """
+    key = (doc.id, doc.version, base_url)
+    view = _views.get(key)
+    if view is None:
+        view = _views[key] = Video.from_document(doc, base_url)
+        _results[id(view)] = {}
+        if len(_views) > VIEWS_KEPT:
+            _, oldest = _views.popitem(last=False)
+            del _results[id(oldest)]
+    else:
+        _views.move_to_end(key)
+    return view
+
+
+class _Replay:
+    """Stands in for a per-event executor whose result is already known."""
+
+    def __init__(self, result: ExecutionResult) -> None:
+        self.result = result
+
+    def execute_operation(self, serially: bool | None = None) -> ExecutionResult:
+        return self.result
+
+
+class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
+    """Runs a subscription event once per (payload, operation, variables)."""
+
+    @cached_property
+    def _memo_key(self) -> tuple[int, str]:
+        # Once per subscription (per-event executors are copies that inherit it). A parser
+        # cache makes every subscriber of one query text share the operation node.
+        variables = json.dumps(self.variable_values.coerced, sort_keys=True, default=repr)
+        return id(self.operation), variables
+
+    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
+        memo = _results.get(id(payload)) if isinstance(payload, Video) else None
+        if memo is not None:
+            found = memo.get(self._memo_key)
+            # The node is kept beside the result, so that a reused id() can never match.
+            if found is not None and found[0] is self.operation:
+                # Skips copying this executor too, which graphql-core does for every event.
+                return cast("Executor[Any]", _Replay(found[1]))
+        return super().build_per_event_executor(payload)
+
+    def execute_operation(self, serially: bool | None = None) -> AwaitableOrValue[Any]:
+        result = super().execute_operation(serially)
+        payload = self.root_value
+        memo = _results.get(id(payload)) if isinstance(payload, Video) else None
+        # An awaitable result is not shared; Video's fields are plain, so none is expected.
+        if memo is not None and isinstance(result, ExecutionResult):
+            if len(memo) < RESULTS_PER_VIEW:
+                memo[self._memo_key] = (self.operation, result)
+        return result

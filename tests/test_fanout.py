@@ -1,0 +1,91 @@
+"""Subscribers of one video share each state's GraphQL execution, and still each get exactly
+what they asked for, with URLs for the host they connected to."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from clipo_gql import types
+from clipo_gql.events import EventPublisher
+from clipo_gql.models import Video, VideoSource
+from clipo_gql.videos import VideoService
+from tests.conftest import Server
+from tests.wsclient import subscribe
+
+pytestmark = pytest.mark.timeout(60)
+
+WITH_URL = "subscription($id: ID!) { videoStatus(id: $id) { status progress streamUrl } }"
+WITH_NAME = "subscription($id: ID!) { videoStatus(id: $id) { status filename } }"
+
+
+async def test_each_state_runs_once_per_query_and_host(
+    server: Server, redis: Redis, monkeypatch: pytest.MonkeyPatch
+):
+    video = Video(filename="clip.mp4", source=VideoSource.UPLOAD)
+    await video.insert()
+    assert video.id is not None
+    service = VideoService(EventPublisher(redis, server.settings.redis_prefix))
+
+    executions: list[tuple[int, str]] = []
+    plain = StrawberryGraphQLCoreExecutionContext.execute_operation
+
+    def counted(self: Any, serially: bool | None = None) -> Any:
+        if isinstance(self.root_value, types.Video):
+            executions.append((id(self.root_value), self.operation.loc.source.body))
+        return plain(self, serially)
+
+    monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+
+    other_host = server.ws_url.replace("127.0.0.1", "localhost")
+    subscribers = [
+        *[(server.ws_url, WITH_URL)] * 4,
+        *[(other_host, WITH_URL)] * 2,
+        *[(server.ws_url, WITH_NAME)] * 2,
+    ]
+    seen: list[list[dict[str, Any]]] = [[] for _ in subscribers]
+    arrived = asyncio.Condition()
+
+    async def follow(n: int, url: str, query: str) -> None:
+        async for payload in subscribe(url, query, {"id": str(video.id)}):
+            assert not payload.get("errors"), payload
+            seen[n].append(payload["data"]["videoStatus"])
+            async with arrived:
+                arrived.notify_all()
+
+    async def all_have(count: int) -> None:
+        async with arrived:
+            await arrived.wait_for(lambda: all(len(states) >= count for states in seen))
+
+    tasks = [asyncio.create_task(follow(n, *s)) for n, s in enumerate(subscribers)]
+    try:
+        await asyncio.wait_for(all_have(1), 10)
+        await service.start_processing(video.id)
+        await asyncio.wait_for(all_have(2), 10)
+        await service.finish(video.id, {})
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+    for states in seen:
+        assert [s["status"] for s in states] == ["PENDING", "PROCESSING", "DONE"]
+    port = server.url.rsplit(":", 1)[1]
+    for (url, query), states in zip(subscribers, seen, strict=True):
+        done = states[-1]
+        if query == WITH_NAME:
+            assert done == {"status": "DONE", "filename": "clip.mp4"}
+        else:
+            host = "localhost" if "localhost" in url else "127.0.0.1"
+            assert done == {
+                "status": "DONE",
+                "progress": 1.0,
+                "streamUrl": f"http://{host}:{port}/stream/{video.id}",
+            }
+    # 3 states x 3 distinct (query, host): 9 executions for 24 deliveries.
+    assert len(executions) == 9, executions
+    assert len(set(executions)) == 9
