@@ -59,3 +59,10 @@ class ErrorCodes(MaskErrors):
 
     def anonymise_error(self, error: GraphQLError) -> GraphQLError:
         return with_code(error)
+
+    def _process_result(self, result: object) -> None:
+        # The parent's isinstance() against a runtime Protocol took a tenth of the CPU of
+        # fanning an event out to a thousand subscribers (bench row 6); getattr is enough.
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = self._process_errors(errors)  # type: ignore[attr-defined]

@@ -12,6 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
 
 from clipo_gql.devredis import answers, free_port, private_redis
 
@@ -53,6 +55,11 @@ def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
     try:
         wait_until_healthy(url, proc)
         assert httpx.get(f"{url}/readyz").json() == {"status": "ok"}
+        # Offered per-message compression, the server declines: it cost CPU per subscriber.
+        ws_url = url.replace("http://", "ws://") + "/graphql"
+        with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
         with clips.h264_aac.open("rb") as fh:
             response = httpx.post(
                 f"{url}/graphql",
