@@ -84,6 +84,7 @@ async def delete(app: AppState, video_id: ObjectId) -> bool:
     """Remove the document, stop its job if one runs, remove its files. False if none existed."""
     if not await app.videos.delete(video_id):
         return False
+    app.done.forget(video_id)
     await cancel_processing(app.redis, video_id)
     await app.storage.remove_video(video_id)
     return True

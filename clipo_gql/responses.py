@@ -7,7 +7,8 @@ from pathlib import PurePath
 from typing import Literal
 from urllib.parse import quote
 
-from starlette.datastructures import Headers
+import anyio
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import FileResponse, MalformedRangeHeader, Response
 from starlette.types import Receive, Scope, Send
 
@@ -27,6 +28,7 @@ class MediaFileResponse(FileResponse):
     def __init__(
         self,
         path: str | os.PathLike[str],
+        stat_result: os.stat_result,
         *,
         media_type: str,
         download_name: str | None = None,
@@ -35,7 +37,7 @@ class MediaFileResponse(FileResponse):
         headers = {"cache-control": "no-cache"}
         if download_name is not None:
             headers["content-disposition"] = content_disposition(disposition, download_name)
-        super().__init__(path, media_type=media_type, stat_result=os.stat(path), headers=headers)
+        super().__init__(path, media_type=media_type, stat_result=stat_result, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if_none_match = Headers(scope=scope).get("if-none-match")
@@ -46,12 +48,58 @@ class MediaFileResponse(FileResponse):
             return
         await super().__call__(scope, receive, send)
 
+    # A player's Range requests, thumbnails and metadata fit in one chunk: read such a body in
+    # one thread hop (open, pread, close) instead of Starlette's four (open, seek, read,
+    # close), which were a sixth of the CPU of serving 1 MiB ranges (bench row 4). Reading
+    # before the headers go out also lets a file deleted meanwhile be answered 404.
+
+    async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
+        size = int(self.headers["content-length"])
+        if send_header_only or send_pathsend or size > self.chunk_size:
+            await super()._handle_simple(send, send_header_only, send_pathsend)
+        else:
+            await self._send_small(send, self.status_code, self.raw_headers, 0, size)
+
+    async def _handle_single_range(
+        self, send: Send, start: int, end: int, file_size: int, send_header_only: bool
+    ) -> None:
+        if send_header_only or end - start > self.chunk_size:
+            await super()._handle_single_range(send, start, end, file_size, send_header_only)
+            return
+        headers = MutableHeaders(raw=list(self.raw_headers))
+        headers["content-range"] = f"bytes {start}-{end - 1}/{file_size}"
+        headers["content-length"] = str(end - start)
+        await self._send_small(send, 206, headers.raw, start, end - start)
+
+    async def _send_small(
+        self, send: Send, status: int, headers: list[tuple[bytes, bytes]], offset: int, size: int
+    ) -> None:
+        try:
+            body = await anyio.to_thread.run_sync(_read_at, self.path, offset, size)
+        except FileNotFoundError:
+            await _send_missing(send)
+            return
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
         try:
             return super()._parse_range_header(http_range, file_size)
         except MalformedRangeHeader:
             return []  # the whole file, 200
+
+
+def _read_at(path: str | os.PathLike[str], offset: int, size: int) -> bytes:
+    with open(path, "rb") as file:
+        return os.pread(file.fileno(), size, offset)
+
+
+async def _send_missing(send: Send) -> None:
+    body = b'{"error":"The file of this video is missing"}'
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _etag_matches(header: str, etag: str) -> bool:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from bson import ObjectId
@@ -13,9 +15,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clipo_gql.connections import ping_mongo
-from clipo_gql.models import Video, VideoStatus
+from clipo_gql.models import VideoStatus
 from clipo_gql.responses import MediaFileResponse, download_name
-from clipo_gql.state import AppState, app_state
+from clipo_gql.state import app_state
 from clipo_gql.storage import Storage, parse_id
 
 READY_TIMEOUT_SECONDS = 2.0
@@ -25,56 +27,67 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _done_video(request: Request, raw_id: str) -> tuple[AppState, Video] | Response:
-    """The video when it is DONE, else the 404/409 response that explains why not."""
+Pick = Callable[[Storage, ObjectId], Path]
+
+
+async def _done_file(
+    request: Request, raw_id: str, pick: Pick
+) -> tuple[Path, os.stat_result, str] | Response:
+    """The file of a DONE video (path, stat, the video's original name), else the 404/409
+    response that explains why not."""
     video_id = parse_id(raw_id)
-    video = await Video.get(video_id) if video_id is not None else None
-    if video is None:
+    if video_id is None:
         return _error(404, "No video with this id")
-    if video.status is not VideoStatus.DONE:
-        return _error(409, f"The video is {video.status.value}, not DONE")
-    return app_state(request), video
-
-
-def _file(path: Path, **options: Any) -> Response:
-    if not path.is_file():  # DONE but its file is gone: removed by hand, or a broken volume
-        return _error(404, "The file of this video is missing")
-    return MediaFileResponse(path, **options)
+    app = app_state(request)
+    for _ in range(2):
+        found = await app.done.find(video_id)
+        if found is None:
+            return _error(404, "No video with this id")
+        if found.status is not VideoStatus.DONE:
+            return _error(409, f"The video is {found.status.value}, not DONE")
+        path = pick(app.storage, video_id)
+        try:
+            stat_result = path.stat()
+        except FileNotFoundError:
+            # Deleted since it was remembered as DONE (perhaps by another process): ask again.
+            app.done.forget(video_id)
+            continue
+        if S_ISREG(stat_result.st_mode):
+            return path, stat_result, found.filename
+        break
+    # DONE but its file is gone: removed by hand, or a broken volume.
+    return _error(404, "The file of this video is missing")
 
 
 async def thumbnail(request: Request) -> Response:
     name: str = request.path_params["name"]
     if not name.endswith(".jpg"):
         return _error(404, "No such thumbnail")
-    found = await _done_video(request, name.removesuffix(".jpg"))
+    found = await _done_file(request, name.removesuffix(".jpg"), Storage.thumbnail)
     if isinstance(found, Response):
         return found
-    app, video = found
-    return _file(app.storage.thumbnail(_id(video)), media_type="image/jpeg")
+    path, stat_result, _ = found
+    return MediaFileResponse(path, stat_result, media_type="image/jpeg")
 
 
 def _serve(
-    pick: Callable[[Storage, ObjectId], Path], media_type: str, attachment_suffix: str | None = None
+    pick: Pick, media_type: str, attachment_suffix: str | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint sending one file of a DONE video, inline or as a named attachment."""
 
     async def endpoint(request: Request) -> Response:
-        found = await _done_video(request, request.path_params["id"])
+        found = await _done_file(request, request.path_params["id"], pick)
         if isinstance(found, Response):
             return found
-        app, video = found
-        path = pick(app.storage, _id(video))
+        path, stat_result, filename = found
         if attachment_suffix is None:
-            return _file(path, media_type=media_type)
-        name = download_name(video.filename, attachment_suffix)
-        return _file(path, media_type=media_type, download_name=name, disposition="attachment")
+            return MediaFileResponse(path, stat_result, media_type=media_type)
+        name = download_name(filename, attachment_suffix)
+        return MediaFileResponse(
+            path, stat_result, media_type=media_type, download_name=name, disposition="attachment"
+        )
 
     return endpoint
-
-
-def _id(video: Video) -> ObjectId:
-    assert video.id is not None
-    return video.id
 
 
 async def healthz(request: Request) -> Response:

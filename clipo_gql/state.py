@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -11,6 +11,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 
+from clipo_gql.done_videos import DoneVideos
 from clipo_gql.events import EventHub
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage
@@ -25,6 +26,7 @@ class AppState:
     storage: Storage
     videos: VideoService
     hub: EventHub[VideoEvent]
+    done: DoneVideos = field(default_factory=DoneVideos)
 
 
 def app_state(conn: HTTPConnection) -> AppState:

@@ -5,12 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from bson import ObjectId
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from clipo_gql.models import Video, VideoSource
-from clipo_gql.responses import content_disposition, download_name
+from clipo_gql.responses import (
+    CHUNK_BYTES,
+    MediaFileResponse,
+    content_disposition,
+    download_name,
+)
 from tests.conftest import Server, run_server
 from tests.test_api import upload_id, watch
 
@@ -169,10 +180,63 @@ async def test_unknown_malformed_and_unfinished_videos(server: Server, path: str
 
 async def test_a_missing_file_is_404_not_500(server: Server, done: tuple[str, bytes]):
     video_id, _ = done
+    assert (await server.http.get(f"/stream/{video_id}")).status_code == 200  # remembered DONE
     os.remove(server.settings.media_dir / "videos" / video_id / "video.mp4")
     response = await server.http.get(f"/stream/{video_id}")
     assert response.status_code == 404
     assert response.json() == {"error": "The file of this video is missing"}
+
+
+async def test_a_video_deleted_by_another_process_is_gone_here_too(
+    server: Server, done: tuple[str, bytes]
+):
+    # This process remembers the video as DONE; another one deletes it (document, then files).
+    video_id, _ = done
+    assert (await server.http.get(f"/stream/{video_id}")).status_code == 200
+    await Video.get_motor_collection().delete_one({"_id": ObjectId(video_id)})
+    shutil.rmtree(server.settings.media_dir / "videos" / video_id)
+    for path in (f"/stream/{video_id}", f"/thumbnails/{video_id}.jpg"):
+        response = await server.http.get(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"error": "No video with this id"}
+
+
+def media_response(path: Path) -> MediaFileResponse:
+    return MediaFileResponse(path, path.stat(), media_type="video/mp4")
+
+
+async def get(response: MediaFileResponse, headers: dict[str, str] | None = None) -> httpx.Response:
+    app = Starlette(routes=[Route("/file", lambda _: response)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.get("/file", headers=headers)
+
+
+async def test_files_and_ranges_larger_than_one_read(tmp_path: Path):
+    data = os.urandom(CHUNK_BYTES * 5 // 2)
+    path = tmp_path / "big.mp4"
+    path.write_bytes(data)
+    response = media_response(path)
+    whole = await get(response)
+    assert whole.status_code == 200
+    assert whole.content == data
+    start, end = 1000, 1000 + CHUNK_BYTES * 3 // 2
+    part = await get(response, {"range": f"bytes={start}-{end - 1}"})
+    assert part.status_code == 206
+    assert part.content == data[start:end]
+    small = await get(response, {"range": "bytes=5-9"})
+    assert small.content == data[5:10]
+
+
+async def test_a_file_deleted_after_its_stat_is_404_not_500(tmp_path: Path):
+    path = tmp_path / "gone.mp4"
+    path.write_bytes(b"x" * 100)
+    response = media_response(path)
+    path.unlink()  # between the route's stat and the read
+    for headers in ({}, {"range": "bytes=0-9"}):
+        got = await get(response, headers)
+        assert got.status_code == 404
+        assert got.json() == {"error": "The file of this video is missing"}
 
 
 def test_download_names_are_safe_for_any_original_name():
