@@ -75,11 +75,12 @@ def _dev_frontend(settings: Settings) -> Path | None:
 
 
 def worker(settings: Settings) -> None:
-    from arq.worker import run_worker
+    from arq.worker import get_kwargs
 
-    from clipo_gql.tasks import worker_settings
+    from clipo_gql.tasks import PromptWorker, worker_settings
 
-    run_worker(worker_settings(settings))
+    # arq's run_worker() with our Worker class: the same settings, signals and start-up.
+    PromptWorker(**get_kwargs(worker_settings(settings))).run()
 
 
 def export_schema() -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bson import ObjectId
 
@@ -18,13 +19,15 @@ from clipo_gql.storage import Storage
 from clipo_gql.videos import VideoService
 
 log = logging.getLogger(__name__)
+A = TypeVar("A")
+B = TypeVar("B")
 
 # Share of the progress bar each step owns: the MP4 step is where the time goes. A URL's
 # download takes the first DOWNLOADED of the bar and the steps share the rest.
 # (media.py and fetch.py report progress at most four times a second: each report costs a
 # MongoDB write and a publish.)
 DOWNLOADED = 0.4
-PROBED, THUMBNAILED, ENCODED = 0.03, 0.06, 0.98
+PROBED, ENCODED = 0.03, 0.98
 
 
 def video_fields(probe: ProbeResult) -> dict[str, Any]:
@@ -138,14 +141,14 @@ class Pipeline:
             return  # deleted meanwhile
         await bar.at(PROBED)
 
-        await self.media.thumbnail(source, self.storage.thumbnail(video_id), probe.duration)
-        await bar.at(THUMBNAILED)
-
         async def on_progress(ratio: float) -> None:
-            await bar.at(THUMBNAILED + (ENCODED - THUMBNAILED) * ratio)
+            await bar.at(PROBED + (ENCODED - PROBED) * ratio)
 
-        remuxed = await self.media.make_mp4(
-            source, self.storage.processed(video_id), probe, on_progress
+        # The thumbnail and the MP4 only need the probe: made side by side, a remux's video is
+        # ready a thumbnail sooner (about 80 ms of 450 for a 30 s 720p clip, bench row 1).
+        _, remuxed = await _together(
+            self.media.thumbnail(source, self.storage.thumbnail(video_id), probe.duration),
+            self.media.make_mp4(source, self.storage.processed(video_id), probe, on_progress),
         )
         await self.storage.write_json(
             self.storage.metadata(video_id), metadata_document(recorded, probe)
@@ -166,6 +169,18 @@ class Pipeline:
         got = await download(video.source_url, dest, self.settings, on_bytes)
         fields = {"filename": got.filename, "size_bytes": got.size}
         return await self.videos.record(video.id, fields) is not None
+
+
+async def _together(first: Coroutine[Any, Any, A], second: Coroutine[Any, Any, B]) -> tuple[A, B]:
+    """Both results; when one fails, the other is cancelled (its ffmpeg killed) and the
+    failure is raised as itself, not in an ExceptionGroup, for `run` to report."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            a = group.create_task(first)
+            b = group.create_task(second)
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0]  # noqa: B904 - the first failure is the story
+    return a.result(), b.result()
 
 
 class _ProgressBar:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from signal import Signals
 from typing import Any, TypedDict, cast
 
 from arq import func
@@ -168,12 +169,57 @@ def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
     return {"on_startup": on_startup, "on_shutdown": on_shutdown}
 
 
-def embedded_worker(settings: Settings) -> Worker:
+class PromptWorker(Worker):
+    """arq's Worker, which looks for the next job as soon as one ends, not at its next poll.
+
+    arq only picks jobs every `poll_delay`, so a slot freed by a finished job stayed idle for
+    half of that on average: with short clips, a tenth of the throughput (bench row 7).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pickers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def _release_sem_dec_counter_on_complete(self) -> None:
+        super()._release_sem_dec_counter_on_complete()
+        if self._stopping or self.burst or not self.allow_pick_jobs or self.main_task is None:
+            return
+        if not self.main_task.done():
+            picker = self.loop.create_task(self._pick_now())
+            self._pickers.add(picker)
+            picker.add_done_callback(self._pickers.discard)
+
+    async def _pick_now(self) -> None:
+        try:
+            job_ids = await self.pool.zrangebyscore(
+                self.queue_name, min=float("-inf"), max=timestamp_ms(),
+                start=self._queue_read_offset, num=self.queue_read_limit,
+            )  # fmt: skip
+            if not self._stopping:
+                await self.start_jobs(job_ids)
+        except (RedisError, OSError) as exc:
+            log.debug("could not look for the next job at once (%s): the next poll will", exc)
+
+    def handle_sig(self, signum: Signals) -> None:
+        self._stopping = True
+        for picker in self._pickers:
+            picker.cancel()
+        super().handle_sig(signum)
+
+    async def close(self) -> None:
+        self._stopping = True
+        for picker in list(self._pickers):
+            await _stop(picker)
+        await super().close()
+
+
+def embedded_worker(settings: Settings) -> PromptWorker:
     """A worker inside the API process (`clipo-gql dev`, tests) using the API's MongoDB client.
 
     It keeps its own Redis pool because `Worker.close()` closes the pool it runs on.
     """
-    return Worker(
+    return PromptWorker(
         functions=_functions(settings),
         redis_settings=redis_settings(settings),
         handle_signals=False,
@@ -201,7 +247,7 @@ async def run_embedded_worker(settings: Settings) -> None:
         delay = min(delay * 2, 5.0)
 
 
-async def _close(worker: Worker) -> None:
+async def _close(worker: PromptWorker) -> None:
     try:
         await worker.close()
     except (RedisError, OSError):

@@ -354,7 +354,7 @@ FAKE_TOOL = """#!/bin/sh
 for arg; do last=$arg; done
 case "$last" in file:*.part) printf 'partial' > "${last#file:}";; esac
 sleep 60 &
-echo "$$ $!" > "%(pids)s"
+echo "$$ $!" >> "%(pids)s"
 wait
 """
 

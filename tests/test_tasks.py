@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,13 @@ from clipo_gql import app
 from clipo_gql.connections import create_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
-from clipo_gql.tasks import build_context, enqueue_processing, job_id, process_video
+from clipo_gql.tasks import (
+    build_context,
+    embedded_worker,
+    enqueue_processing,
+    job_id,
+    process_video,
+)
 from clipo_gql.videos import VideoService
 from tests.conftest import Server, run_server, video_files
 
@@ -159,3 +166,35 @@ async def test_cancelled_after_done_was_stored_keeps_the_outputs(
     assert stored.status is VideoStatus.DONE
     names = sorted(p.name for p in video_files(server.settings))
     assert names == ["metadata.json", "original", "thumbnail.jpg", "video.mp4"]
+
+
+async def test_a_freed_slot_takes_the_next_job_without_waiting_for_the_poll(
+    server: Server, clips: Any
+):
+    # One slot, a poll every 60 s: the first poll (at start) takes the first job; the second
+    # can only finish within the timeout if the worker looks again when the first one ends.
+    settings = server.settings.model_copy(
+        update={"worker_concurrency": 1, "worker_poll_delay_seconds": 60.0}
+    )
+    videos = [await stored_video(server, clips.h264_aac) for _ in range(2)]
+    redis = await create_redis(settings)
+    try:
+        for video in videos:
+            assert video.id is not None
+            await enqueue_processing(redis, video.id)
+    finally:
+        await redis.aclose()
+    worker = embedded_worker(settings)
+    running = asyncio.create_task(worker.async_run())
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                stored = [await Video.get(v.id) for v in videos]
+                if all(v is not None and v.status is VideoStatus.DONE for v in stored):
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        await worker.close()

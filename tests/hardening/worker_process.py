@@ -1,5 +1,5 @@
-"""A real `clipo-gql worker` process for the crash tests: arq's own run_worker, its signal
-handling, the real job function and pipeline.
+"""A real `clipo-gql worker` process for the crash tests: the Worker class that command runs,
+arq's signal handling, the real job function and pipeline.
 
 The one difference: without MONGODB_URL there is no database two processes can share, so this
 process starts the in-process stand-in and seeds it with the video document the test passes
@@ -13,13 +13,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from arq.worker import run_worker
+from arq.worker import get_kwargs
 from bson import json_util
 
 from clipo_gql.connections import init_mongo
 from clipo_gql.models import Video
 from clipo_gql.settings import Settings
-from clipo_gql.tasks import build_context, worker_settings
+from clipo_gql.tasks import PromptWorker, build_context, worker_settings
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
             await Video.get_motor_collection().insert_one(json_util.loads(seed))
         ctx.update(build_context(settings, ctx["redis"]))
 
-    run_worker(worker_settings(settings), on_startup=on_startup)
+    PromptWorker(**{**get_kwargs(worker_settings(settings)), "on_startup": on_startup}).run()
 
 
 if __name__ == "__main__":
