@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,20 +44,45 @@ def wait_until_healthy(url: str, proc: subprocess.Popen[Any], seconds: float = 2
     raise AssertionError("the server did not become healthy")
 
 
-def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
+@dataclass
+class DevServer:
+    url: str
+    proc: subprocess.Popen[bytes]
+    media: Path
+    prefix: str  # of its queue and channels in Redis
+
+
+@contextlib.contextmanager
+def running_dev(folder: Path, **settings: str) -> Iterator[DevServer]:
+    """`clipo-gql dev` as a person runs it, on a free port, with its own media folder, queue
+    and channels (and `settings` as environment); its output in folder/dev.log. Stopped with
+    SIGINT, as Ctrl-C does."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    prefix = f"clipo-test-{uuid.uuid4().hex[:12]}"
     env = environment(
-        MEDIA_DIR=str(tmp_path / "media"),
+        MEDIA_DIR=str(folder / "media"),
         REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        QUEUE_NAME=f"clipo-test-cli-{port}",
+        QUEUE_NAME=f"{prefix}:queue",
+        REDIS_PREFIX=prefix,
+        **settings,
     )
-    proc = subprocess.Popen(
-        [*CLI, "dev", "--port", str(port)], env=env, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    with (folder / "dev.log").open("wb") as log:
+        proc = subprocess.Popen(
+            [*CLI, "dev", "--port", str(port)], env=env, cwd=folder,
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, proc)
+        yield DevServer(url=url, proc=proc, media=folder / "media", prefix=prefix)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
+    with running_dev(tmp_path) as dev:
+        url = dev.url
         assert httpx.get(f"{url}/readyz").json() == {"status": "ok"}
         # Offered per-message compression, the server declines: it cost CPU per subscriber.
         ws_url = url.replace("http://", "ws://") + "/graphql"
@@ -80,11 +109,8 @@ def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
                 break
             time.sleep(0.1)
         assert video == {"status": "DONE", "thumbnailUrl": f"{url}/thumbnails/{video_id}.jpg"}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        output, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, output
-    assert "NOTHING IS PERSISTED" in output
+    assert dev.proc.returncode == 0
+    assert "NOTHING IS PERSISTED" in (tmp_path / "dev.log").read_text()
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +16,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from clipo_gql.devredis import free_port
 from tests.clips import Clips, make_clip
-from tests.test_cli import CLI, environment, wait_until_healthy
+from tests.test_cli import DevServer, running_dev
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 UPLOAD_CAP = 4_000_000
@@ -52,41 +47,14 @@ document.addEventListener("DOMContentLoaded", () => {
 """
 
 
-@dataclass
-class DevServer:
-    url: str
-    media: Path
-
-
 @pytest.fixture(scope="module")
 def dev_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     """`clipo-gql dev` as a person runs it (the frontend is served because it runs from the
     checkout), with a small upload cap so the too-large case needs no big file."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: ./scripts/test installs it (apt-get chromium)")
-    folder = tmp_path_factory.mktemp("dev")
-    port = free_port()
-    run = uuid.uuid4().hex[:12]
-    env = environment(
-        MEDIA_DIR=str(folder / "media"),
-        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        QUEUE_NAME=f"clipo-test-browser-{run}",
-        REDIS_PREFIX=f"clipo-test-browser-{run}",
-        MAX_UPLOAD_BYTES=str(UPLOAD_CAP),
-    )
-    log = (folder / "dev.log").open("w")
-    proc = subprocess.Popen(
-        [*CLI, "dev", "--port", str(port)],
-        env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        yield DevServer(url=url, media=folder / "media")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=20)
-        log.close()
+    with running_dev(tmp_path_factory.mktemp("dev"), MAX_UPLOAD_BYTES=str(UPLOAD_CAP)) as dev:
+        yield dev
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +19,8 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from clipo_gql.devredis import free_port
 from tests.clips import Clips
-from tests.test_cli import CLI, environment, wait_until_healthy
+from tests.test_cli import DevServer, running_dev
 from tests.wsclient import subscribe
 
 pytestmark = pytest.mark.timeout(240)
@@ -59,28 +55,9 @@ def fd_kinds(pid: int) -> list[str]:
 
 
 @pytest.fixture
-def dev(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
-    port = free_port()
-    prefix = f"clipo-test-soak-{uuid.uuid4().hex[:8]}"
-    env = environment(
-        MEDIA_DIR=str(tmp_path / "media"),
-        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        QUEUE_NAME=f"{prefix}:queue",
-        REDIS_PREFIX=prefix,
-        WORKER_CONCURRENCY="2",
-    )
-    with (tmp_path / "dev.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [*CLI, "dev", "--port", str(port)], env=env, cwd=tmp_path,
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        yield url, proc, prefix
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+def dev(tmp_path: Path) -> Iterator[DevServer]:
+    with running_dev(tmp_path, WORKER_CONCURRENCY="2") as server:
+        yield server
 
 
 async def upload(http: httpx.AsyncClient, clip: bytes, n: int) -> str:
@@ -119,8 +96,8 @@ async def settle(pid: int) -> tuple[int, int]:
     return rss_kib(pid), open_fds(pid)
 
 
-async def test_soak(dev: tuple[str, subprocess.Popen[bytes], str], clips: Clips):
-    url, proc, prefix = dev
+async def test_soak(dev: DevServer, clips: Clips):
+    url, proc, prefix = dev.url, dev.proc, dev.prefix
     clip = clips.h264_aac.read_bytes()
     # Warm up with a round of the same size: connection pools grow to the concurrency they
     # see and stay, so only the second round shows whether anything leaks per request.
