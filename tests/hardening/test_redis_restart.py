@@ -15,9 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bson import ObjectId
+from redis import Redis
 
 from clipo_gql.devredis import answers, free_port
 from clipo_gql.settings import Settings
+from clipo_gql.tasks import job_id
 from tests.clips import make_clip
 from tests.conftest import run_server, video_files
 from tests.test_api import upload_id, watch
@@ -94,12 +97,26 @@ async def test_processing_survives_a_redis_restart(
         running = await upload_id(server, clip)
         queued = await upload_id(server, clip)
         watchers = [asyncio.create_task(watch(server, v)) for v in (running, queued)]
-        # Restart once processing has started: one job running, one queued, both watched.
-        mp4 = isolated.media_dir / "videos" / running / "video.mp4"
-        await wait_for(mp4.exists)
+        # Restart while the first video's MP4 is being written (video.mp4 itself only appears
+        # at the end): one job running, one queued, both watched.
+        parts = isolated.media_dir / "videos" / running
+
+        def writing_mp4(folder: Path = parts) -> bool:
+            return any(folder.glob(".video.mp4.*.part"))
+
+        await wait_for(writing_mp4)
         private_redis.stop()
         await asyncio.sleep(1)
         private_redis.start()
+        if private_redis.appendonly:
+            # Checked before the worker is back (it waits at least 0.5 s), whose start-up pass
+            # would queue the job again anyway: the job itself must have survived.
+            check = Redis.from_url(private_redis.url)
+            try:
+                score = check.zscore(isolated.queue_name, job_id(ObjectId(queued)))
+            finally:
+                check.close()
+            assert score is not None, "the persistent Redis lost the queued job"
 
         for watcher in watchers:
             states = await asyncio.wait_for(watcher, 120)
