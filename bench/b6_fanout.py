@@ -38,7 +38,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from bench.common import Context, Result, alternate, child_env, dev_server
+from bench.common import Context, Result, alternate, child_env, dev_server, rss_kib
 
 SUBMIT = "mutation($url: String!) { submitVideo(url: $url) { id status } }"
 DELETE = "mutation($id: ID!) { deleteVideo(id: $id) }"
@@ -103,7 +103,7 @@ async def ws_listener(
 
     async with contextlib.AsyncExitStack() as stack:
         async with gate:
-            # Default options, compression included: what a browser's graphql-ws client gets.
+            # Default options: compression offered, as a browser does (clipo-gql declines it).
             ws = await stack.enter_async_context(
                 websockets.connect(
                     url, subprotocols=[Subprotocol("graphql-transport-ws")], ping_interval=None
@@ -447,6 +447,7 @@ async def run(ctx: Context) -> list[Result]:
                             ),
                         )  # fmt: skip
                         server_fds = len(os.listdir(f"/proc/{service.proc.pid}/fd"))
+                        server_rss = rss_kib(service.proc.pid) / 1024
                 finally:
                     # Deleting cancels the stalled job, so no queued job outlives the run.
                     with contextlib.suppress(httpx.HTTPError, TimeoutError):
@@ -485,9 +486,10 @@ async def run(ctx: Context) -> list[Result]:
                 "skipped by a subscriber that fell behind and jumped to a newer state; they "
                 "count as delivered with that newer state",
                 "subscribers: graphql-transport-ws on the `websockets` library, default "
-                "options (permessage-deflate), in one child process on uvloop; the baseline "
+                "options (they offer permessage-deflate; the server declines it), in one child "
+                "process on uvloop; the baseline "
                 f"subscriber ran there too, in its own rounds, on another channel; the server "
-                f"held {server_fds} file descriptors",
+                f"held {server_fds} file descriptors and {server_rss:.0f} MiB (VmRSS)",
             ],
         )
     ]

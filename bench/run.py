@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bench.common import ROOT, Context, Result
 
+HISTORY = ROOT / "bench" / "HISTORY.md"
 # (module, the table rows it measures)
 MODULES = [
     ("bench.b1_end_to_end", {1, 2}),
@@ -87,6 +88,9 @@ def report(results: list[Result], failures: list[str], seconds: float, smoke: bo
         lines += ["", "## Notes", "", *notes]
     if failures:
         lines += ["", "## Benchmarks that did not run", "", *failures]
+    if HISTORY.is_file() and not smoke:
+        # Written by hand: what was changed for which miss, with before/after ratios.
+        lines += ["", HISTORY.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
