@@ -354,8 +354,8 @@ async def run(ctx: Context) -> list[Result]:
             notes=[
                 f"database: {store}; the page query alone took {query_ms:.0f} ms in it, "
                 f"against {request_ms:.0f} ms per baseline request at its median rate",
-                "ours also counts the matching videos (totalCount) on every query; the "
-                "baseline does not",
+                "the query does not select totalCount, so neither side counts (clipo-gql "
+                "counts only when totalCount is selected)",
                 f"load: a separate httpx process, {concurrency} requests in flight, "
                 f"{seconds:g} s measured after {warmup:g} s of warm-up per repeat",
             ],

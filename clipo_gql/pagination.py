@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import pymongo
 from bson import ObjectId
@@ -34,10 +34,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, ObjectId]:
     return created, video_id
 
 
-async def page(
-    first: int, after: str | None, status: VideoStatus | None
-) -> tuple[list[Video], bool, int]:
-    """A page of videos, whether more follow, and the total for `status`."""
+class Page(NamedTuple):
+    videos: list[Video]
+    has_next: bool
+    matching: dict[str, Any]  # the filter without the cursor: what `count` counts
+
+
+async def page(first: int, after: str | None, status: VideoStatus | None) -> Page:
+    """A page of videos, whether more follow, and the filter of them all."""
     if not 0 <= first <= MAX_PAGE:
         raise BadUserInputError(f"`first` must be between 0 and {MAX_PAGE}")
     base: dict[str, Any] = {} if status is None else {"status": status.value}
@@ -55,5 +59,10 @@ async def page(
         .limit(first + 1)
     )
     rows = [Video.from_mongo(raw) async for raw in cursor]
-    total = await collection.count_documents(base)
-    return rows[:first], len(rows) > first, total
+    return Page(rows[:first], len(rows) > first, base)
+
+
+async def count(matching: dict[str, Any]) -> int:
+    """Run only when a query selects totalCount: counting is the dearest part of a page."""
+    total: int = await Video.get_motor_collection().count_documents(matching)
+    return total

@@ -61,7 +61,9 @@ class Query:
         after: str | None = None,
         status: VideoStatus | None = None,
     ) -> VideoConnection:
-        docs, has_next, total = await page(DEFAULT_PAGE if first is None else first, after, status)
+        docs, has_next, matching = await page(
+            DEFAULT_PAGE if first is None else first, after, status
+        )
         base = info.context.base_url
         edges = [
             VideoEdge(cursor=encode_cursor(d), node=Video.from_document(d, base)) for d in docs
@@ -71,7 +73,7 @@ class Query:
             page_info=PageInfo(
                 has_next_page=has_next, end_cursor=edges[-1].cursor if edges else None
             ),
-            total_count=total,
+            matching=matching,
         )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import NewType
+from typing import Any, NewType
 
 import strawberry
 from strawberry.types.scalar import ScalarDefinition
 
-from clipo_gql import models
+from clipo_gql import models, pagination
 from clipo_gql.models import VideoSource, VideoStatus
 from clipo_gql.units import duration_text
 
@@ -109,4 +109,8 @@ class PageInfo:
 class VideoConnection:
     edges: list[VideoEdge]
     page_info: PageInfo
-    total_count: int
+    matching: strawberry.Private[dict[str, Any]]
+
+    @strawberry.field
+    async def total_count(self) -> int:
+        return await pagination.count(self.matching)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from clipo_gql import pagination
 from clipo_gql.devredis import private_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus, now
 from clipo_gql.schema import build_schema
@@ -139,6 +140,27 @@ async def test_videos_filters_by_status(server: Server):
         "edges": [],
         "pageInfo": {"hasNextPage": False, "endCursor": None},
     }
+
+
+async def test_videos_are_counted_only_when_totalcount_is_asked_for(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    await make_videos(3)
+    counted: list[dict[str, Any]] = []
+    real_count = pagination.count
+
+    async def count(matching: dict[str, Any]) -> int:
+        counted.append(matching)
+        return await real_count(matching)
+
+    monkeypatch.setattr(pagination, "count", count)
+    page = "{ videos(first: 2) { edges { node { id } } pageInfo { hasNextPage } } }"
+    data = (await server.gql(page))["data"]["videos"]
+    assert len(data["edges"]) == 2
+    assert counted == []
+    both = "{ videos(first: 2, status: DONE) { totalCount edges { node { id } } } }"
+    assert (await server.gql(both))["data"]["videos"]["totalCount"] == 1
+    assert counted == [{"status": "DONE"}]
 
 
 @pytest.mark.parametrize(
