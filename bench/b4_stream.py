@@ -146,8 +146,9 @@ async def run(ctx: Context) -> list[Result]:
         f"file: the processed MP4 of a {seconds:.0f} s {frame} clip, {size / 1e6:.1f} MB, "
         "served by nginx from a symlink to the same file (page cache warm for both)",
         "nginx: one worker process (ours is one uvicorn process), sendfile on, access log on",
-        "ours looks the video up (is it DONE?) on every request, in the in-process MongoDB "
-        "stand-in: dev_server() never passes MONGODB_URL",
+        "ours asks whether the video is DONE once (in the in-process MongoDB stand-in: "
+        "dev_server() never passes MONGODB_URL), remembers it, and stats the file on every "
+        "request",
         memory,
     ]
     per_request = {side: spent / (count * ctx.repeats) * 1e3 for side, spent in cpu.items()}
