@@ -247,8 +247,8 @@ async def _run(
     """Run a tool in its own session; any exit but its own (cancellation, a time limit from
     the caller, an error) SIGKILLs the whole process group and reaps it before returning."""
     want_stdout = on_line is not None or stdout_cap > 0
-    proc = await asyncio.create_subprocess_exec(
-        *argv,
+    proc = await _spawn(
+        argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE if want_stdout else asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -276,6 +276,23 @@ async def _run(
             await proc.wait()
         if not stderr_task.done():
             stderr_task.cancel()
+
+
+async def _spawn(argv: list[str], **options: Any) -> asyncio.subprocess.Process:
+    """create_subprocess_exec, except that a cancellation while the process is starting still
+    kills its whole group. asyncio's own clean-up there kills only the direct child, then
+    waits for pipes its children may still hold (a fake ffmpeg's child kept a test waiting
+    60 s that way)."""
+    spawning = asyncio.ensure_future(asyncio.create_subprocess_exec(*argv, **options))
+    try:
+        return await asyncio.shield(spawning)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            proc = await spawning
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await proc.wait()
+        raise
 
 
 async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
