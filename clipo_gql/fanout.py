@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, cast
 
@@ -35,6 +36,9 @@ _Results = dict[tuple[int, str], tuple[OperationDefinitionNode, ExecutionResult]
 _views: OrderedDict[tuple[object, int, str], Video] = OrderedDict()
 # id(view) -> results, for the views in `_views` only: those are alive, so no id is reused.
 _results: dict[int, _Results] = {}
+# id(result.data) -> (that data, its JSON once a subscriber's message needed it), for the
+# results in `_results` only, for the same reason.
+_encoded: dict[int, tuple[object, str | None]] = {}
 
 
 def shared_view(doc: models.Video, base_url: str) -> Video:
@@ -49,7 +53,8 @@ def shared_view(doc: models.Video, base_url: str) -> Video:
         _results[id(view)] = {}
         if len(_views) > VIEWS_KEPT:
             _, oldest = _views.popitem(last=False)
-            del _results[id(oldest)]
+            for _, result in _results.pop(id(oldest)).values():
+                _encoded.pop(id(result.data), None)
     else:
         _views.move_to_end(key)
     return view
@@ -93,4 +98,29 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         if memo is not None and isinstance(result, ExecutionResult):
             if len(memo) < RESULTS_PER_VIEW:
                 memo[self._memo_key] = (self.operation, result)
+                if result.data is not None:
+                    _encoded[id(result.data)] = (result.data, None)
         return result
+
+
+def encode_shared(message: Mapping[str, object]) -> str | None:
+    """The JSON of a subscription message (`next`, or the legacy `data`) whose data is a
+    shared result, with that data encoded once for all its subscribers; None for any other
+    message. Byte for byte what `json.dumps(message, separators=(",", ":"))` writes."""
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or payload.keys() != {"data"}:
+        return None
+    data = payload["data"]
+    entry = _encoded.get(id(data))
+    if entry is None or entry[0] is not data:
+        return None
+    text = entry[1]
+    if text is None:
+        text = _dumps(payload)
+        _encoded[id(data)] = (data, text)
+    fields = (f"{_dumps(k)}:{text if k == 'payload' else _dumps(v)}" for k, v in message.items())
+    return "{" + ",".join(fields) + "}"
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))

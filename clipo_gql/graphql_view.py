@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 
 from clipo_gql.errors import BadUserInputError, ClipoError
+from clipo_gql.fanout import encode_shared
 from clipo_gql.limits import error_response
 from clipo_gql.settings import Settings
 from clipo_gql.state import Context, app_state
@@ -98,6 +100,11 @@ class ClipoGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(request=request, response=response, app=app_state(request))
+
+    def encode_json(self, data: object) -> str | bytes:
+        # A status change watched by many: its data is serialised once, not per subscriber.
+        shared = encode_shared(data) if isinstance(data, Mapping) else None
+        return shared if shared is not None else super().encode_json(data)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -4,13 +4,14 @@ what they asked for, with URLs for the host they connected to."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-from clipo_gql import types
+from clipo_gql import fanout, graphql_view, types
 from clipo_gql.events import EventPublisher
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.videos import VideoService
@@ -40,6 +41,27 @@ async def test_each_state_runs_once_per_query_and_host(
         return plain(self, serially)
 
     monkeypatch.setattr(StrawberryGraphQLCoreExecutionContext, "execute_operation", counted)
+
+    # Each shared result is also serialised once, whatever the number of its subscribers.
+    encoded_payloads: list[str] = []
+    shared_messages: list[str] = []
+    real_dumps, real_encode = fanout._dumps, fanout.encode_shared
+
+    def dumps(value: object) -> str:
+        text = real_dumps(value)
+        if isinstance(value, dict) and "data" in value:
+            encoded_payloads.append(text)
+        return text
+
+    def encode(message: Any) -> str | None:
+        text = real_encode(message)
+        if text is not None:
+            assert text == json.dumps(message, separators=(",", ":"))
+            shared_messages.append(text)
+        return text
+
+    monkeypatch.setattr(fanout, "_dumps", dumps)
+    monkeypatch.setattr(graphql_view, "encode_shared", encode)
 
     other_host = server.ws_url.replace("127.0.0.1", "localhost")
     subscribers = [
@@ -89,3 +111,5 @@ async def test_each_state_runs_once_per_query_and_host(
     # 3 states x 3 distinct (query, host): 9 executions for 24 deliveries.
     assert len(executions) == 9, executions
     assert len(set(executions)) == 9
+    assert len(encoded_payloads) == 9
+    assert len(shared_messages) == 24
