@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from clipo_gql.errors import UnsupportedMediaError
+from clipo_gql.media import Media
 from clipo_gql.models import Video
 from clipo_gql.settings import Settings
 from tests.clips import Clips, ffmpeg, make_clip
@@ -68,6 +70,34 @@ async def test_non_videos_named_mp4_are_refused(server: Server, tmp_path: Path, 
 @pytest.mark.parametrize("name", ["hls_as_mp4", "concat_as_mp4"])
 async def test_playlists_and_concat_scripts_are_refused(server: Server, clips: Clips, name: str):
     await assert_refused_and_nothing_kept(server, await upload(server, getattr(clips, name)))
+
+
+async def test_a_playlist_never_makes_ffprobe_fetch_what_it_names(tmp_path: Path):
+    # Uploads sniff the first bytes, so a playlist is refused before ffprobe sees it; this is
+    # the layer behind that: probing a playlist must not make any request. (ffmpeg 5.1 also
+    # keeps a local playlist to local segments by itself, so this passes even without our
+    # demuxer and protocol allow-lists: they guard against the ffmpeg that does not.)
+    connections = 0
+
+    async def count(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.close()
+
+    listener = await asyncio.start_server(count, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    path = tmp_path / "playlist.mp4"
+    path.write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        f"#EXTINF:10.0,\nhttp://127.0.0.1:{port}/segment.ts\n#EXT-X-ENDLIST\n"
+    )
+    try:
+        with pytest.raises(UnsupportedMediaError):
+            await Media(Settings()).probe(path)
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert connections == 0
 
 
 async def test_avi_carrying_an_hls_playlist_never_reads_the_local_file(
