@@ -104,7 +104,13 @@ def plot(results: list[Result], path: Path) -> bool:
         return False
     ordered = sorted(results, key=lambda r: r.number)
     fig, ax = plt.subplots(figsize=(9, 4))
-    labels = [f"#{r.number} {r.unit}" for r in ordered]
+    # A row with several results (4: whole file, ranges req/s, ranges MB/s) gets 4a, 4b, ...
+    per_row = {n: [r for r in ordered if r.number == n] for n in {r.number for r in ordered}}
+    labels = [
+        f"#{r.number}{'abcdef'[per_row[r.number].index(r)] if len(per_row[r.number]) > 1 else ''}"
+        f" {r.unit}"
+        for r in ordered
+    ]
     # Normalised so that 1.0 is the target and higher is better for every row.
     scores = [(r.ratio / r.target) if r.higher_is_better else (r.target / r.ratio) for r in ordered]
     ax.bar(labels, scores, color=["#15803d" if r.met else "#b91c1c" for r in ordered])
