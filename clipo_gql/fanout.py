@@ -123,4 +123,8 @@ def encode_shared(message: Mapping[str, object]) -> str | None:
 
 
 def _dumps(value: object) -> str:
+    # The keys, the message type and the usual operation ids ("1", a uuid) need no escaping:
+    # skipping json.dumps for them halves this function's cost per subscriber.
+    if isinstance(value, str) and value.isascii() and value.replace("-", "").isalnum():
+        return f'"{value}"'
     return json.dumps(value, separators=(",", ":"))

@@ -17,9 +17,6 @@ from clipo_gql.errors import NotFoundError
 from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.models import Video, VideoStatus, now
 
-# A subscriber that heard nothing for this long re-reads MongoDB: a safety net for events
-# lost in ways the hub cannot see.
-RESYNC_AFTER_SECONDS = 15.0
 ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
 # Published instead of a video when one is deleted.
 DELETED: Literal["deleted"] = "deleted"
@@ -146,12 +143,8 @@ async def _newest(queue: asyncio.Queue[VideoEvent | None]) -> Video | None:
 
     Each event carries the whole video, so a slow client skips straight to the latest one.
     """
-    try:
-        # Not wait_for(): it wraps the get in a new task, for each subscriber and event.
-        async with asyncio.timeout(RESYNC_AFTER_SECONDS):
-            items = [await queue.get()]
-    except TimeoutError:
-        return None
+    # No timeout here: the hub itself sends RESYNC to the listeners of a channel gone quiet.
+    items = [await queue.get()]
     while not queue.empty():
         items.append(queue.get_nowait())
     videos = [item for item in items if isinstance(item, Video)]

@@ -109,6 +109,21 @@ async def test_hub_fans_out_one_connection_and_one_decoding_to_many_listeners(
         await hub.close()
 
 
+async def test_a_quiet_channel_makes_its_listeners_reread(settings: Settings, redis: Redis):
+    # The safety net for events lost where the hub cannot see it: silence means re-read.
+    hub = EventHub(redis, settings.redis_prefix, str, quiet_resync_seconds=0.3)
+    await hub.start()
+    channel = video_channel(settings.redis_prefix, "q")
+    try:
+        async with hub.listen(channel) as queue:
+            await redis.publish(channel, "news")
+            assert await asyncio.wait_for(queue.get(), 2) == "news"
+            assert await asyncio.wait_for(queue.get(), 2) is None  # RESYNC after the silence
+            assert queue.empty()
+    finally:
+        await hub.close()
+
+
 async def test_an_undecodable_message_makes_listeners_reread_and_the_hub_goes_on(
     settings: Settings, redis: Redis, caplog: pytest.LogCaptureFixture
 ):
