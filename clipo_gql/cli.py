@@ -75,12 +75,9 @@ def _dev_frontend(settings: Settings) -> Path | None:
 
 
 def worker(settings: Settings) -> None:
-    from arq.worker import get_kwargs
+    from clipo_gql.tasks import run_worker
 
-    from clipo_gql.tasks import PromptWorker, worker_settings
-
-    # arq's run_worker() with our Worker class: the same settings, signals and start-up.
-    PromptWorker(**get_kwargs(worker_settings(settings))).run()
+    run_worker(settings)
 
 
 def export_schema() -> None:

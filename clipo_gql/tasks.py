@@ -12,7 +12,7 @@ from arq import func
 from arq.connections import ArqRedis
 from arq.constants import abort_jobs_ss, in_progress_key_prefix
 from arq.utils import timestamp_ms
-from arq.worker import Worker
+from arq.worker import Worker, get_kwargs
 from bson import ObjectId
 from redis.exceptions import RedisError
 
@@ -183,9 +183,8 @@ class PromptWorker(Worker):
 
     def _release_sem_dec_counter_on_complete(self) -> None:
         super()._release_sem_dec_counter_on_complete()
-        if self._stopping or self.burst or not self.allow_pick_jobs or self.main_task is None:
-            return
-        if not self.main_task.done():
+        running = self.main_task is not None and not self.main_task.done()
+        if running and self.allow_pick_jobs and not (self._stopping or self.burst):
             picker = self.loop.create_task(self._pick_now())
             self._pickers.add(picker)
             picker.add_done_callback(self._pickers.discard)
@@ -267,6 +266,12 @@ async def _stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def run_worker(settings: Settings, **overrides: Any) -> None:
+    """The `clipo-gql worker` process: arq's run_worker() with PromptWorker, the same settings,
+    signal handling and start-up (`overrides` replace WorkerSettings entries)."""
+    PromptWorker(**{**get_kwargs(worker_settings(settings)), **overrides}).run()
 
 
 def worker_settings(settings: Settings) -> type:

@@ -13,13 +13,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from arq.worker import get_kwargs
 from bson import json_util
 
 from clipo_gql.connections import init_mongo
 from clipo_gql.models import Video
 from clipo_gql.settings import Settings
-from clipo_gql.tasks import PromptWorker, build_context, worker_settings
+from clipo_gql.tasks import build_context, run_worker
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
             await Video.get_motor_collection().insert_one(json_util.loads(seed))
         ctx.update(build_context(settings, ctx["redis"]))
 
-    PromptWorker(**{**get_kwargs(worker_settings(settings)), "on_startup": on_startup}).run()
+    run_worker(settings, on_startup=on_startup)
 
 
 if __name__ == "__main__":
