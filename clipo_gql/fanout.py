@@ -60,6 +60,11 @@ def shared_view(doc: models.Video, base_url: str) -> Video:
     return view
 
 
+def _memo_of(payload: object) -> _Results | None:
+    """The shared results of a payload from `shared_view`; None for any other root value."""
+    return _results.get(id(payload)) if isinstance(payload, Video) else None
+
+
 class _Replay:
     """Stands in for a per-event executor whose result is already known."""
 
@@ -81,7 +86,7 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
         return id(self.operation), variables
 
     def build_per_event_executor(self, payload: Any) -> Executor[Any]:
-        memo = _results.get(id(payload)) if isinstance(payload, Video) else None
+        memo = _memo_of(payload)
         if memo is not None:
             found = memo.get(self._memo_key)
             # The node is kept beside the result, so that a reused id() can never match.
@@ -92,8 +97,7 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
 
     def execute_operation(self, serially: bool | None = None) -> AwaitableOrValue[Any]:
         result = super().execute_operation(serially)
-        payload = self.root_value
-        memo = _results.get(id(payload)) if isinstance(payload, Video) else None
+        memo = _memo_of(self.root_value)
         # An awaitable result is not shared; Video's fields are plain, so none is expected.
         if memo is not None and isinstance(result, ExecutionResult):
             if len(memo) < RESULTS_PER_VIEW:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import PurePath
 from typing import Literal
@@ -14,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from clipo_gql.uploads import safe_filename
 
+FILE_MISSING = "The file of this video is missing"
 # Fewer, larger reads: each chunk costs a thread hop and an ASGI send.
 CHUNK_BYTES = 1024 * 1024
 
@@ -54,7 +56,7 @@ class MediaFileResponse(FileResponse):
     # before the headers go out also lets a file deleted meanwhile be answered 404.
 
     async def _handle_simple(self, send: Send, send_header_only: bool, send_pathsend: bool) -> None:
-        size = int(self.headers["content-length"])
+        size = int(self.headers["content-length"])  # from the stat passed in
         if send_header_only or send_pathsend or size > self.chunk_size:
             await super()._handle_simple(send, send_header_only, send_pathsend)
         else:
@@ -96,7 +98,7 @@ def _read_at(path: str | os.PathLike[str], offset: int, size: int) -> bytes:
 
 
 async def _send_missing(send: Send) -> None:
-    body = b'{"error":"The file of this video is missing"}'
+    body = json.dumps({"error": FILE_MISSING}, separators=(",", ":")).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": 404, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -16,7 +16,7 @@ from starlette.routing import Route
 
 from clipo_gql.connections import ping_mongo
 from clipo_gql.models import VideoStatus
-from clipo_gql.responses import MediaFileResponse, download_name
+from clipo_gql.responses import FILE_MISSING, MediaFileResponse, download_name
 from clipo_gql.state import app_state
 from clipo_gql.storage import Storage, parse_id
 
@@ -56,7 +56,7 @@ async def _done_file(
             return path, stat_result, found.filename
         break
     # DONE but its file is gone: removed by hand, or a broken volume.
-    return _error(404, "The file of this video is missing")
+    return _error(404, FILE_MISSING)
 
 
 async def thumbnail(request: Request) -> Response:
