@@ -19,6 +19,23 @@ from clipo_gql.settings import Settings
 pytest_plugins = ["tests.clips"]
 
 
+def database_name() -> str:
+    """Which database this run is on (./scripts/test runs the suite once per database)."""
+    url = os.environ.get("MONGODB_URL")
+    named = os.environ.get("CLIPO_DATABASE_NAME")
+    if named:
+        return f"{named} ({url})" if url else named
+    return f"MONGODB_URL ({url})" if url else "the stand-in"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"database: {database_name()}"
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    terminalreporter.write_line(f"database: {database_name()}")
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings isolated per test: own media folder, queue, channels and database."""
@@ -104,7 +121,12 @@ async def server(settings: Settings, redis: Redis) -> AsyncIterator[Server]:
 
 
 def incoming_files(settings: Settings) -> list[Path]:
-    return sorted((settings.media_dir / "incoming").glob("*"))
+    """Upload bytes in `incoming/` (each API process's own folder and its lock file aside)."""
+    return sorted(
+        p
+        for p in (settings.media_dir / "incoming").rglob("*")
+        if p.is_file() and p.suffix != ".lock"
+    )
 
 
 def video_files(settings: Settings) -> list[Path]:
