@@ -10,7 +10,8 @@ from arq.connections import ArqRedis, RedisSettings
 from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from clipo_gql.models import Video
+from clipo_gql.indexes import ensure_indexes
+from clipo_gql.models import INDEXES, Video
 from clipo_gql.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,11 @@ async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
         client = AsyncMongoMockClient(tz_aware=True)
     else:
         raise ConfigError(MISSING_MONGODB)
-    await init_beanie(database=client[settings.mongodb_database], document_models=[Video])
+    # Indexes are ours to create (indexes.py): Beanie's way breaks FerretDB.
+    await init_beanie(
+        database=client[settings.mongodb_database], document_models=[Video], skip_indexes=True
+    )
+    await ensure_indexes(INDEXES)
     return client
 
 

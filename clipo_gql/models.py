@@ -60,16 +60,6 @@ class Video(Document):
 
     class Settings:
         name = "videos"
-        indexes = [
-            pymongo.IndexModel([("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]),
-            pymongo.IndexModel(
-                [
-                    ("status", pymongo.ASCENDING),
-                    ("created_at", pymongo.DESCENDING),
-                    ("_id", pymongo.DESCENDING),
-                ]
-            ),
-        ]
 
     @field_validator("created_at", "updated_at")
     @classmethod
@@ -81,3 +71,19 @@ class Video(Document):
     def from_mongo(cls, raw: dict[str, Any]) -> Video:
         video: Video = cls.model_validate(raw)
         return video
+
+
+# Created by indexes.ensure_indexes at start, not by Beanie (see indexes.py).
+INDEXES: dict[type[Document], list[pymongo.IndexModel]] = {
+    Video: [
+        # The `videos` pages: newest first, keyset on (created_at, _id), with or without status.
+        pymongo.IndexModel([("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]),
+        pymongo.IndexModel(
+            [
+                ("status", pymongo.ASCENDING),
+                ("created_at", pymongo.DESCENDING),
+                ("_id", pymongo.DESCENDING),
+            ]
+        ),
+    ],
+}
