@@ -48,10 +48,11 @@ async def page(first: int, after: str | None, status: VideoStatus | None) -> Pag
     query = dict(base)
     if after:
         created, video_id = decode_cursor(after)
-        query["$or"] = [
-            {"created_at": {"$lt": created}},
-            {"created_at": created, "_id": {"$lt": video_id}},
-        ]
+        # The range on created_at bounds the index scan at the cursor, on either index;
+        # `$or` alone (older, or as old with a smaller id) would leave MongoDB a whole-index
+        # scan or a merge of two. Ids only break ties between equal timestamps.
+        query["created_at"] = {"$lte": created}
+        query["$or"] = [{"created_at": {"$lt": created}}, {"_id": {"$lt": video_id}}]
     collection = Video.get_motor_collection()
     cursor = (
         collection.find(query)
