@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         redis = await create_redis(settings)
         storage = Storage(settings.media_dir)
         storage.prepare()
+        storage.claim_uploads()
         hub = EventHub(redis, settings.redis_prefix, decode_event)
         await hub.start()
         worker = asyncio.create_task(run_embedded_worker(settings)) if embedded else None
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             await hub.close()
             await redis.aclose()
             mongo.close()
+            storage.release_uploads()
 
     # python-multipart logs a warning per malformed body: any client could flood the log.
     logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)

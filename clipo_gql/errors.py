@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+# What a client sees while MongoDB does not answer (pymongo's ConnectionFailure), anywhere.
+DATABASE_UNAVAILABLE = "The database is unavailable right now; try again shortly"
+
 
 class ClipoError(Exception):
     code: ClassVar[str] = "INTERNAL"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from graphql.error import GraphQLError
+from pymongo.errors import ConnectionFailure
 from strawberry.extensions import MaskErrors
 
-from clipo_gql.errors import ClipoError
+from clipo_gql.errors import DATABASE_UNAVAILABLE, ClipoError
 
 log = logging.getLogger("clipo_gql.graphql")
 
@@ -28,6 +29,9 @@ def with_code(error: GraphQLError) -> GraphQLError:
         message, code = original.message, original.code
     elif original is None or isinstance(original, GraphQLError):
         message, code = error.message, "BAD_USER_INPUT"
+    elif isinstance(original, ConnectionFailure):
+        # An outage, not a bug: say so, so that clients know to try again.
+        message, code = DATABASE_UNAVAILABLE, "INTERNAL"
     else:
         message, code = INTERNAL_MESSAGE, "INTERNAL"
     return GraphQLError(

@@ -51,7 +51,7 @@ class StreamingUploadAdapter(StarletteRequestAdapter):
         received: list[ReceivedFile] = request.scope.setdefault(RECEIVED, [])
         fields, files = await receive_multipart(
             request,
-            app.storage.incoming,
+            app.storage.uploads,
             MultipartLimits(max_file_bytes=app.settings.max_upload_bytes),
         )
         received.extend(files.values())

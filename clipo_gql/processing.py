@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bson import ObjectId
+from pymongo.errors import ConnectionFailure
 
 from clipo_gql.errors import ClipoError, ProcessingError
 from clipo_gql.fetch import download
@@ -95,6 +96,11 @@ class Pipeline:
         except asyncio.CancelledError:
             # Worker shutting down (or the video was deleted): arq runs the job again.
             await self._interrupted(video_id)
+            raise
+        except ConnectionFailure:
+            # MongoDB is unreachable: not the video's fault, and nothing could store a failure
+            # anyway. The job waits for the database and runs this again (tasks.py).
+            self.storage.remove_outputs(video_id)
             raise
         except Exception:
             log.exception("processing video %s failed unexpectedly", video_id)
@@ -190,6 +196,14 @@ class _ProgressBar:
         self.videos = videos
         self.video_id = video_id
         self.start = 0.0
+        self.warned = False
 
     async def at(self, share: float) -> None:
-        await self.videos.set_progress(self.video_id, self.start + (1 - self.start) * share)
+        try:
+            await self.videos.set_progress(self.video_id, self.start + (1 - self.start) * share)
+        except ConnectionFailure as exc:
+            # Progress is for the eyes: a database outage must not stop a long transcode. The
+            # states that matter (recorded probe, DONE) are written later and do not skip this.
+            if not self.warned:
+                log.warning("progress of video %s not stored: %s", self.video_id, exc)
+                self.warned = True

@@ -10,11 +10,13 @@ from stat import S_ISREG
 from typing import Any
 
 from bson import ObjectId
+from pymongo.errors import ConnectionFailure
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clipo_gql.connections import ping_mongo
+from clipo_gql.errors import DATABASE_UNAVAILABLE
 from clipo_gql.models import VideoStatus
 from clipo_gql.responses import FILE_MISSING, MediaFileResponse, download_name
 from clipo_gql.state import app_state
@@ -40,7 +42,12 @@ async def _done_file(
         return _error(404, "No video with this id")
     app = app_state(request)
     for _ in range(2):
-        found = await app.done.find(video_id)
+        try:
+            found = await app.done.find(video_id)
+        except ConnectionFailure:
+            return JSONResponse(
+                {"error": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "5"}
+            )
         if found is None:
             return _error(404, "No video with this id")
         if found.status is not VideoStatus.DONE:

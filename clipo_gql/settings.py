@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     job_lease_seconds: float = Field(default=30, ge=1)
     # Workers queue unfinished videos whose job is missing (Redis lost its data) this often.
     requeue_interval_seconds: float = Field(default=60, gt=0)
+    # In that same pass, video folders without a document older than this are removed (an API
+    # process died between storing the file and the document). Far above the milliseconds
+    # between the two, so a video being stored right now is never touched.
+    orphan_grace_seconds: float = Field(default=600, ge=1)
     # arq polls Redis for new jobs; its 0.5 s default would dominate a short clip's latency.
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     queue_name: str = "clipo:queue"

@@ -6,6 +6,7 @@ Every path is built from an id we generated, never from user input.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shutil
@@ -18,6 +19,8 @@ from bson.errors import InvalidId
 
 ORIGINAL = "original"
 PROCESSED = "video.mp4"
+# Left in a video's folder by a worker killed mid-write: removed before the next attempt.
+PARTIAL_PATTERNS = ("*.part", "*.download")
 THUMBNAIL = "thumbnail.jpg"
 METADATA = "metadata.json"
 OUTPUTS = (PROCESSED, THUMBNAIL, METADATA)
@@ -38,10 +41,37 @@ class Storage:
         self.root = media_dir
         self.incoming = media_dir / "incoming"
         self.videos = media_dir / "videos"
+        # Where this process writes uploads in flight: its own folder once `claim_uploads` ran.
+        self.uploads = self.incoming
+        self._claim: int | None = None
 
     def prepare(self) -> None:
         self.incoming.mkdir(parents=True, exist_ok=True)
         self.videos.mkdir(parents=True, exist_ok=True)
+
+    def claim_uploads(self) -> None:
+        """Give this process a folder of its own under `incoming/`, held by an flock.
+
+        Several API processes share MEDIA_DIR. One that is killed mid-upload leaves the
+        partial file behind, and nobody else may remove files in `incoming/` that a live
+        process is still writing. The kernel drops the lock when its holder dies, however it
+        dies, so `sweeper.py` removes exactly the folders whose lock it can take.
+        """
+        instance = uuid.uuid4().hex
+        fd = os.open(self.incoming / f"{instance}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._claim = fd
+        self.uploads = self.incoming / instance
+        self.uploads.mkdir(mode=0o700)
+
+    def release_uploads(self) -> None:
+        if self._claim is None:
+            return
+        shutil.rmtree(self.uploads, ignore_errors=True)
+        (self.incoming / f"{self.uploads.name}.lock").unlink(missing_ok=True)
+        os.close(self._claim)
+        self._claim = None
+        self.uploads = self.incoming
 
     def video_dir(self, video_id: ObjectId) -> Path:
         return self.videos / str(video_id)
@@ -72,8 +102,9 @@ class Storage:
         folder = self.video_dir(video_id)
         for name in OUTPUTS:
             (folder / name).unlink(missing_ok=True)
-        for partial in folder.glob("*.part"):
-            partial.unlink(missing_ok=True)
+        for pattern in PARTIAL_PATTERNS:
+            for partial in folder.glob(pattern):
+                partial.unlink(missing_ok=True)
 
     async def write_json(self, path: Path, data: Any) -> None:
         """Write atomically: a reader sees the old file or the whole new one.

@@ -14,6 +14,7 @@ from arq.constants import abort_jobs_ss, in_progress_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, get_kwargs
 from bson import ObjectId
+from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import RedisError
 
 from clipo_gql.connections import init_mongo, redis_settings
@@ -23,6 +24,7 @@ from clipo_gql.models import Video
 from clipo_gql.processing import Pipeline
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage, parse_id
+from clipo_gql.sweeper import sweep
 from clipo_gql.videos import ACTIVE, VideoService
 
 log = logging.getLogger(__name__)
@@ -61,14 +63,19 @@ async def enqueue_active(redis: ArqRedis) -> int:
     return queued
 
 
-async def keep_jobs_queued(redis: ArqRedis, interval: float) -> None:
-    """Run `enqueue_active` at start and every `interval` seconds, through outages."""
+async def housekeeping(redis: ArqRedis, storage: Storage, settings: Settings) -> None:
+    """At start and every REQUEUE_INTERVAL_SECONDS, through outages: queue the videos whose
+    job is missing (`enqueue_active`) and remove what dead processes left (`sweeper.sweep`)."""
     while True:
         try:
             await enqueue_active(redis)
-        except (RedisError, OSError) as exc:
+        except (RedisError, PyMongoError, OSError) as exc:
             log.warning("could not check for unqueued videos: %s", exc)
-        await asyncio.sleep(interval)
+        try:
+            await sweep(storage, settings.orphan_grace_seconds)
+        except (PyMongoError, OSError) as exc:
+            log.warning("could not look for abandoned files: %s", exc)
+        await asyncio.sleep(settings.requeue_interval_seconds)
 
 
 async def cancel_processing(redis: ArqRedis, video_id: ObjectId) -> None:
@@ -94,9 +101,27 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
         _hold_lease(wctx["redis"], ctx["job_id"], wctx["settings"].job_lease_seconds)
     )
     try:
-        await wctx["pipeline"].run(oid)
+        await _run_through_outages(wctx["pipeline"], oid)
     finally:
         await _stop(lease)
+
+
+async def _run_through_outages(pipeline: Pipeline, video_id: ObjectId) -> None:
+    """Process the video, waiting out MongoDB outages: the job holds its lease meanwhile, so
+    no other worker takes it, and arq's timeout still bounds the whole job. (arq's own Retry
+    would spend one of the tries that count worker deaths, see `process_video`.)"""
+    delay = 0.5
+    while True:
+        try:
+            await pipeline.run(video_id)
+            return
+        except ConnectionFailure as exc:
+            log.warning(
+                "MongoDB unavailable while processing video %s (%s); trying again in %.1f s",
+                video_id, exc, delay,
+            )  # fmt: skip
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 async def _hold_lease(redis: ArqRedis, arq_job_id: str, seconds: float) -> None:
@@ -155,8 +180,10 @@ def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
             ctx["mongo"] = await init_mongo(settings, allow_stand_in=False)
         ctx.update(build_context(settings, ctx["redis"]))
         ctx["requeuer"] = asyncio.create_task(
-            keep_jobs_queued(ctx["redis"], settings.requeue_interval_seconds)
+            housekeeping(ctx["redis"], ctx["pipeline"].storage, settings)
         )
+        # Supervisors and the topology tests wait for this line.
+        log.info("worker ready: MongoDB and Redis answer, taking jobs from %s", settings.queue_name)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         requeuer = ctx.get("requeuer")

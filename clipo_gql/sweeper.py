@@ -1,0 +1,98 @@
+"""Removing files that no live process or stored video owns, from a shared MEDIA_DIR.
+
+A process killed at the wrong moment leaves files nobody will come back for:
+- an API process killed mid-upload: the partial upload in its folder under `incoming/`
+  (`Storage.claim_uploads`: the folder's lock dies with its process, so a folder whose lock
+  can be taken is abandoned, at once and for certain);
+- an API process killed between moving an upload into `videos/<id>/` and storing the video,
+  or a worker killed after a delete while its job was still writing: a video folder with no
+  document. Ids are ObjectIds, so a folder's age is in its name: only folders older than
+  `ORPHAN_GRACE_SECONDS` are candidates, which keeps an upload that is being stored right now
+  out of reach.
+Workers sweep in their periodic pass (tasks.housekeeping).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from clipo_gql.models import Video
+from clipo_gql.storage import Storage, parse_id
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+@dataclass
+class Swept:
+    uploads: int = 0  # abandoned upload folders (and loose files) removed
+    videos: int = 0  # video folders without a document removed
+
+    def __bool__(self) -> bool:
+        return bool(self.uploads or self.videos)
+
+
+async def sweep(storage: Storage, grace_seconds: float) -> Swept:
+    swept = Swept()
+    swept.uploads = await asyncio.to_thread(_sweep_uploads, storage.incoming, grace_seconds)
+    swept.videos = await _sweep_videos(storage, grace_seconds)
+    if swept:
+        log.warning(
+            "removed %d abandoned uploads and %d folders of videos that were never stored",
+            swept.uploads, swept.videos,
+        )  # fmt: skip
+    return swept
+
+
+def _sweep_uploads(incoming: Path, grace_seconds: float) -> int:
+    removed = 0
+    for lock in incoming.glob("*.lock"):
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:
+            continue  # released meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its process is alive (our own lock counts: flock is per open file)
+        else:
+            shutil.rmtree(incoming / lock.stem, ignore_errors=True)
+            lock.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(fd)
+    # Loose files: what processes that wrote straight into incoming/ left (older versions).
+    cutoff = time.time() - grace_seconds
+    for path in incoming.iterdir():
+        try:
+            if path.is_file() and path.suffix != ".lock" and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue
+    return removed
+
+
+async def _sweep_videos(storage: Storage, grace_seconds: float) -> int:
+    cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
+    names = await asyncio.to_thread(os.listdir, storage.videos)
+    old = [oid for oid in map(parse_id, names) if oid is not None and oid.generation_time < cutoff]
+    removed = 0
+    for start in range(0, len(old), BATCH):
+        batch = old[start : start + BATCH]
+        collection = Video.get_motor_collection()
+        stored = {raw["_id"] async for raw in collection.find({"_id": {"$in": batch}}, {"_id": 1})}
+        for oid in batch:
+            if oid not in stored:
+                await storage.remove_video(oid)
+                removed += 1
+    return removed
