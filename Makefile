@@ -1,8 +1,11 @@
 # Shortcuts for the scripts in scripts/ (see README).
-.PHONY: bench dev test
+.PHONY: bench chaos dev test
 
 bench:
 	./scripts/bench
+
+chaos:
+	./scripts/chaos
 
 dev:
 	./scripts/dev

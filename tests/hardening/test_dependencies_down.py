@@ -1,4 +1,5 @@
-"""MongoDB unreachable: /readyz names it, and an upload fails cleanly, keeping nothing.
+"""MongoDB unreachable: /readyz names it, an upload fails cleanly keeping nothing, and other
+operations say that the database is down.
 
 The stand-in cannot be stopped like a server, so the failure is injected where the driver
 would raise it (ServerSelectionTimeoutError, what motor raises when no server answers).
@@ -43,3 +44,19 @@ async def test_upload_while_mongodb_is_down_keeps_nothing(
     assert await Video.find_all().count() == 0
     assert incoming_files(server.settings) == []
     assert video_files(server.settings) == []
+
+
+async def test_queries_and_routes_say_the_database_is_down(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+):
+    video_id = "6b0269d6ac40a7b6d6c5976d"
+    monkeypatch.setattr(Video, "get", unreachable)
+    monkeypatch.setattr("clipo_gql.done_videos.Video.get_motor_collection", unreachable)
+    body = await server.gql("query($id: ID!) { video(id: $id) { id } }", id=video_id)
+    error = body["errors"][0]
+    assert error["extensions"]["code"] == "INTERNAL"
+    assert error["message"] == "The database is unavailable right now; try again shortly"
+    response = await server.http.get(f"/stream/{video_id}")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "5"
+    assert "try again" in response.json()["error"]

@@ -1,0 +1,285 @@
+"""compose.yaml's topology as separate processes (topology.py): 2 × api, 2 × worker, FerretDB,
+Redis and one shared media folder, driven by real HTTP and websocket clients.
+
+What only shows across processes: a worker picking up what another process stored, a
+subscriber on the other API process, a worker killed mid-job with another to take over, an API
+process or the database restarted under its clients, a delete racing another process's job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from bson import ObjectId
+
+from tests.clips import Clips
+from tests.hardening.test_crash_recovery import children
+from tests.test_media import assert_gone
+from tests.topology.clients import (
+    OUTPUTS,
+    Watcher,
+    database,
+    gql,
+    protocol_for,
+    upload,
+    upload_id,
+)
+from tests.topology.topology import Process, Topology, load_compose, media_files
+
+pytestmark = pytest.mark.timeout(300)
+
+MEDIA_ROUTES = ("/stream/{}", "/download/{}", "/metadata/{}", "/download/{}/metadata",
+                "/thumbnails/{}.jpg")  # fmt: skip
+
+
+def outputs_of(topo: Topology, video_id: str) -> list[str]:
+    folder = topo.media / "videos" / video_id
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def incoming(topo: Topology) -> list[Path]:
+    folder = topo.media / "incoming"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+async def stored(topo: Topology, video_id: str) -> dict[str, Any] | None:
+    client, videos = database(topo.mongodb_url, topo.database)
+    try:
+        document: dict[str, Any] | None = await videos.find_one({"_id": ObjectId(video_id)})
+        return document
+    finally:
+        client.close()
+
+
+async def transcoder_of(topo: Topology, seconds: float = 60) -> tuple[Process, int]:
+    """The worker that runs libx264 now, and that ffmpeg's pid."""
+    for _ in range(int(seconds / 0.05)):
+        for worker in topo.workers:
+            if worker.alive:
+                for pid, cmdline in children(worker.pid):
+                    if "libx264" in cmdline:
+                        return worker, pid
+        await asyncio.sleep(0.05)
+    raise AssertionError("no worker started transcoding")
+
+
+async def wait_for_status(http: httpx.AsyncClient, video_id: str, status: str) -> None:
+    query = "query($id: ID!) { video(id: $id) { status } }"
+    for _ in range(1200):
+        data = (await gql(http, query, id=video_id)).get("data") or {}
+        if (data.get("video") or {}).get("status") == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{video_id} never became {status}")
+
+
+def test_the_processes_get_compose_wiring(topology: Topology):
+    compose = load_compose()["services"]
+    api, worker = topology.apis[0], topology.workers[0]
+    assert api.argv[1:] == ["serve", "--host", "127.0.0.1", "--port", topology.api_urls[0][-5:]]
+    assert compose["api"]["command"][:2] == ["clipo-gql", "serve"]
+    assert worker.argv[1:] == compose["worker"]["command"][1:]
+    for process in topology.apps:
+        assert process.env["MONGODB_URL"] == topology.mongodb_url
+        assert process.env["REDIS_URL"] == topology.redis_url
+        assert process.env["MEDIA_DIR"] == str(topology.media)
+        assert (
+            process.env["MONGODB_DATABASE"] == compose["worker"]["environment"]["MONGODB_DATABASE"]
+        )
+    assert api.env["PUBLIC_BASE_URL"] == topology.api_urls[0]
+    assert "--appendonly" in topology.redis.argv
+
+
+async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
+    topo: Topology, clips: Clips
+):
+    inputs = [clips.h264_aac, clips.vp9_opus, clips.odd_size, clips.h264_noaudio, clips.rotated]
+    remuxed_inputs = {clips.h264_aac, clips.h264_noaudio, clips.rotated}
+    apis = [httpx.AsyncClient(base_url=url, timeout=60) for url in topo.api_urls]
+    try:
+        ids = await asyncio.gather(
+            *(
+                upload_id(
+                    apis[i % 2],
+                    inputs[i % len(inputs)],
+                    f"clip-{i}{inputs[i % len(inputs)].suffix}",
+                )
+                for i in range(20)
+            )
+        )
+        # Two subscribers per video: one on the other API process, one on the same.
+        watchers = [
+            Watcher(topo.ws_url((i + k) % 2), video_id, protocol_for(i + k))
+            for i, video_id in enumerate(ids)
+            for k in (1, 0)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(w.run() for w in watchers)), 240)
+        for watcher in watchers:
+            statuses = [s["status"] for s in watcher.states]
+            assert statuses.count("DONE") == 1, (watcher.video_id, statuses)
+            assert statuses[-1] == "DONE", watcher.states[-1]
+            assert watcher.connections == 1, watcher.errors
+
+        for i, video_id in enumerate(ids):
+            assert outputs_of(topo, video_id) == OUTPUTS
+            document = await stored(topo, video_id)
+            assert document is not None
+            # One worker processed it, once (a second delivery would count another attempt).
+            assert document["attempts"] == 1, document
+            assert document["remuxed"] is (inputs[i % len(inputs)] in remuxed_inputs)
+            answers = [await api.get(f"/stream/{video_id}") for api in apis]
+            assert [a.status_code for a in answers] == [200, 200]
+            assert answers[0].headers["etag"] == answers[1].headers["etag"]
+            assert answers[0].content == answers[1].content
+            thumbs = [await api.get(f"/thumbnails/{video_id}.jpg") for api in apis]
+            assert [t.status_code for t in thumbs] == [200, 200]
+        assert incoming(topo) == []
+    finally:
+        for api in apis:
+            await api.aclose()
+
+
+async def test_a_worker_killed_mid_transcode_leaves_its_video_to_the_other(
+    topo: Topology, long_clip: Path
+):
+    async with httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60) as api:
+        video_id = await upload_id(api, long_clip, "long.mp4")
+        watcher = Watcher(topo.ws_url(1), video_id)
+        watching = asyncio.create_task(watcher.run(180))
+        victim, ffmpeg = await transcoder_of(topo)
+        victim.kill(signal.SIGKILL)
+        await assert_gone([ffmpeg])  # it dies with its worker (PR_SET_PDEATHSIG)
+        survivor = next(w for w in topo.workers if w is not victim)
+        assert survivor.alive
+        await asyncio.wait_for(watching, 180)
+
+    assert watcher.final_status == "DONE", watcher.states
+    assert [s["status"] for s in watcher.states].count("DONE") == 1
+    document = await stored(topo, video_id)
+    assert document is not None
+    assert document["attempts"] == 2, document
+    assert outputs_of(topo, video_id) == OUTPUTS
+    assert [p.name for p in media_files(topo) if p.name.endswith(".part")] == []
+    assert incoming(topo) == []
+
+
+async def test_subscribers_of_a_restarted_api_get_the_current_and_final_state(
+    topo: Topology, long_clip: Path
+):
+    async with httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60) as api:
+        video_id = await upload_id(api, long_clip, "long.mp4")
+        watchers = [Watcher(topo.ws_url(0), video_id, protocol_for(i)) for i in range(6)]
+        watching = asyncio.gather(*(w.run(180) for w in watchers))
+        await wait_for_status(api, video_id, "PROCESSING")
+        # Every subscriber has its first state before the process goes.
+        for _ in range(400):
+            if all(w.states for w in watchers):
+                break
+            await asyncio.sleep(0.05)
+        seen_before = [len(w.states) for w in watchers]
+        assert all(seen_before)
+        topo.apis[0].kill(signal.SIGKILL)
+        topo.apis[0].start()
+        await asyncio.wait_for(watching, 180)
+
+    for watcher, before in zip(watchers, seen_before, strict=True):
+        assert watcher.connections >= 2, (watcher.connections, watcher.errors)
+        after = watcher.states[before:]
+        assert after, "nothing after reconnecting"
+        # The first state after reconnecting is the current one, then on to the end.
+        assert after[0]["status"] in ("PROCESSING", "DONE")
+        assert after[-1]["status"] == "DONE"
+        progress = [s["progress"] for s in watcher.states if s["status"] == "PROCESSING"]
+        assert progress == sorted(progress)
+
+
+async def test_a_database_restart_fails_uploads_cleanly_and_queued_work_finishes(
+    topo: Topology, long_clip: Path, clips: Clips
+):
+    apis = [httpx.AsyncClient(base_url=url, timeout=60) for url in topo.api_urls]
+    try:
+        queued = [await upload_id(apis[i % 2], long_clip, f"long-{i}.mp4") for i in range(3)]
+        await transcoder_of(topo)
+        files_before = set(media_files(topo))
+
+        topo.mongo.kill(signal.SIGKILL)
+        refused = await asyncio.gather(*(upload(api, clips.h264_aac, "during.mp4") for api in apis))
+        for body in refused:
+            error = body["errors"][0]
+            assert error["extensions"]["code"] == "INTERNAL", body
+            assert "try again" in error["message"], body
+            assert body.get("data") is None, body
+        route = await apis[1].get(f"/stream/{queued[0]}")
+        assert route.status_code == 503, route.text
+        assert "try again" in route.json()["error"]
+        query = await gql(apis[0], "query($id: ID!) { video(id: $id) { id } }", id=queued[0])
+        assert "database is unavailable" in query["errors"][0]["message"], query
+        # Nothing of the refused uploads was kept.
+        assert incoming(topo) == []
+        new_files = {
+            p for p in set(media_files(topo)) - files_before if p.parent.name not in queued
+        }
+        assert new_files == set()
+
+        topo.mongo.start()
+        watchers = [Watcher(topo.ws_url(i % 2), video_id) for i, video_id in enumerate(queued)]
+        await asyncio.wait_for(asyncio.gather(*(w.run(240) for w in watchers)), 240)
+        for watcher in watchers:
+            assert watcher.final_status == "DONE", watcher.states
+            assert outputs_of(topo, watcher.video_id) == OUTPUTS
+        client, videos = database(topo.mongodb_url, topo.database)
+        try:
+            names = [d["filename"] async for d in videos.find({}, {"filename": 1})]
+        finally:
+            client.close()
+        assert "during.mp4" not in names
+        assert all(w.alive for w in topo.apps), "an app process died with the database"
+    finally:
+        for api in apis:
+            await api.aclose()
+
+
+async def test_delete_through_one_api_cancels_the_job_and_the_other_api_forgets_it(
+    topo: Topology, long_clip: Path, clips: Clips
+):
+    api1 = httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60)
+    api2 = httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60)
+    try:
+        # Being processed: the delete cancels the job and its ffmpeg.
+        video_id = await upload_id(api2, long_clip, "long.mp4")
+        _, ffmpeg = await transcoder_of(topo)
+        deleted = await gql(api1, "mutation($id: ID!) { deleteVideo(id: $id) }", id=video_id)
+        assert deleted == {"data": {"deleteVideo": True}}
+        await assert_gone([ffmpeg])
+        for _ in range(100):
+            if not (topo.media / "videos" / video_id).exists():
+                break
+            await asyncio.sleep(0.05)
+        assert outputs_of(topo, video_id) == []
+        for route in MEDIA_ROUTES:
+            assert (await api2.get(route.format(video_id))).status_code == 404, route
+        video = await gql(api2, "query($id: ID!) { video(id: $id) { id } }", id=video_id)
+        assert video == {"data": {"video": None}}
+
+        # DONE and already served (so remembered) by API 2: a delete through API 1 still ends it.
+        done_id = await upload_id(api2, clips.h264_aac, "short.mp4")
+        watcher = Watcher(topo.ws_url(1), done_id)
+        await asyncio.wait_for(watcher.run(), 60)
+        assert (await api2.get(f"/stream/{done_id}")).status_code == 200
+        deleted = await gql(api1, "mutation($id: ID!) { deleteVideo(id: $id) }", id=done_id)
+        assert deleted == {"data": {"deleteVideo": True}}
+        for route in MEDIA_ROUTES:
+            assert (await api2.get(route.format(done_id))).status_code == 404, route
+        assert outputs_of(topo, done_id) == []
+        await asyncio.sleep(1)  # a cancelled job's clean-up, if any, has run
+        left = set(os.listdir(topo.media / "videos"))
+        assert not left & {video_id, done_id}, left
+    finally:
+        await api1.aclose()
+        await api2.aclose()

@@ -1,0 +1,358 @@
+"""The production topology of compose.yaml as local processes: what `docker compose up` runs.
+
+No Docker engine runs here, so each service is started as a process with the command and the
+environment that compose.yaml gives it, read from the file itself:
+- `api` and `worker`: their `command` and `environment` (the `x-app` anchor included), with
+  the compose hostnames (`mongo:27017`, `redis:6379`), the published port (`8000:8000`) and
+  the `media` volume's mount point mapped to local addresses and one shared local folder;
+- `redis`: its `command` (the append-only file), plus a local port and folder;
+- `mongo`: FerretDB (the suite's real MongoDB-wire server) in place of the `mongo` image;
+- readiness: the `api` healthcheck's own command, with its port mapped.
+What the tests add on top is listed in `TEST_ENVIRONMENT`, each with its reason.
+
+Every process can be killed and started again on the same port, folder and data, as
+compose's `restart: unless-stopped` does.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from clipo_gql.devredis import answers, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# Set for every app process on top of compose.yaml's environment.
+TEST_ENVIRONMENT = {
+    # A killed worker's job is taken over after this lease (30 s by default).
+    "JOB_LEASE_SECONDS": "3",
+    # URL submissions go to a file server on loopback.
+    "URL_FETCH_ALLOW_PRIVATE": "true",
+    # The processes log at INFO; keep their output readable for a failure's report.
+    "PYTHONUNBUFFERED": "1",
+}
+# The variables of this test run that must not leak into the topology's processes.
+OWN_VARIABLES = ("MONGODB_URL", "MONGODB_DATABASE", "REDIS_URL", "MEDIA_DIR", "QUEUE_NAME",
+                 "REDIS_PREFIX", "PUBLIC_BASE_URL")  # fmt: skip
+
+
+def ferretdb_binary() -> str | None:
+    return os.environ.get("CLIPO_FERRETDB_BIN") or None
+
+
+def load_compose() -> dict[str, Any]:
+    parsed: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return parsed
+
+
+class Process:
+    """One service: started, killed and started again with the same command and environment."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        ready: Callable[[Process], bool],
+        *,
+        ready_seconds: float = 30,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.log = log
+        self._ready = ready
+        self.ready_seconds = ready_seconds
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+        self._log_offset = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self, *, wait: bool = True) -> None:
+        assert not self.alive, f"{self.name} is running"
+        self._log_offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            out.write(f"--- start {self.starts + 1}: {' '.join(self.argv)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.argv, env=self.env, cwd=self.log.parent, stdout=out,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.starts += 1
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_seconds
+        while not self._ready(self):
+            if not self.alive:
+                raise AssertionError(f"{self.name} exited during start-up:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name} did not become ready:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def output_since_start(self) -> str:
+        with self.log.open("rb") as fh:
+            fh.seek(self._log_offset)
+            return fh.read().decode(errors="replace")
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.output_since_start().splitlines()[-lines:])
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Signal the process (not its session: a killed worker's ffmpeg must die by itself)."""
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.alive:
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        self.kill(sig)
+        self.start()
+
+
+@dataclass
+class Topology:
+    folder: Path
+    media: Path
+    mongo: Process
+    redis: Process
+    apis: list[Process]
+    workers: list[Process]
+    api_urls: list[str]
+    mongodb_url: str
+    redis_url: str
+    database: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def apps(self) -> list[Process]:
+        return [*self.apis, *self.workers]
+
+    @property
+    def everything(self) -> list[Process]:
+        return [self.mongo, self.redis, *self.apps]
+
+    def ws_url(self, i: int) -> str:
+        return self.api_urls[i].replace("http://", "ws://") + "/graphql"
+
+    def ensure_running(self) -> None:
+        """Start again whatever a test left stopped, database and Redis first."""
+        for process in self.everything:
+            if not process.alive:
+                process.start()
+
+    def stop(self) -> None:
+        for process in reversed(self.everything):
+            process.stop()
+
+
+def _map_value(value: str, hosts: dict[str, str], mounts: dict[str, Path]) -> str:
+    for target, local in mounts.items():
+        if value == target or value.startswith(target + "/"):
+            return str(local) + value[len(target) :]
+    for compose_address, local_address in hosts.items():
+        value = value.replace(compose_address, local_address)
+    return value
+
+
+def _app_command(command: list[str], port: int | None) -> list[str]:
+    """compose's command with the executable from this environment and local host/port."""
+    argv = [str(BIN / command[0]), *command[1:]]
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--host":
+            argv[i + 1] = "127.0.0.1"
+        elif arg == "--port":
+            assert port is not None, "a --port in a service without a published port"
+            argv[i + 1] = str(port)
+    return argv
+
+
+def _healthcheck(service: dict[str, Any], hosts: dict[str, str]) -> list[str]:
+    test = service["healthcheck"]["test"]
+    assert test[0] == "CMD", test
+    argv = [_map_value(arg, hosts, {}) for arg in test[1:]]
+    if argv[0] == "python":
+        argv[0] = sys.executable
+    return argv
+
+
+def _command_ok(argv: list[str]) -> Callable[[Process], bool]:
+    def ready(_: Process) -> bool:
+        return subprocess.run(argv, capture_output=True, timeout=10).returncode == 0
+
+    return ready
+
+
+def _logged(line: str) -> Callable[[Process], bool]:
+    def ready(process: Process) -> bool:
+        return line in process.output_since_start()
+
+    return ready
+
+
+def _redis_ready(url: str) -> Callable[[Process], bool]:
+    return lambda _: answers(url)
+
+
+def _mongo_ready(url: str) -> Callable[[Process], bool]:
+    def ready(_: Process) -> bool:
+        try:
+            import pymongo
+
+            client: Any = pymongo.MongoClient(url, serverSelectionTimeoutMS=500)
+            try:
+                client.admin.command("ping")
+                return True
+            finally:
+                client.close()
+        except Exception:
+            return False
+
+    return ready
+
+
+def build(
+    folder: Path, *, apis: int = 2, workers: int = 2, extra_env: dict[str, str] | None = None
+) -> Topology:
+    """The processes of compose.yaml (not started), `apis` × api and `workers` × worker."""
+    binary = ferretdb_binary()
+    assert binary, "the topology needs FerretDB: CLIPO_FERRETDB_BIN (./scripts/test sets it)"
+    compose = load_compose()
+    services = compose["services"]
+    folder.mkdir(parents=True, exist_ok=True)
+    media = folder / "media"
+    media.mkdir(exist_ok=True)
+
+    mongo_port, redis_port = free_port(), free_port()
+    hosts = {"mongo:27017": f"127.0.0.1:{mongo_port}", "redis:6379": f"127.0.0.1:{redis_port}"}
+    mongodb_url = f"mongodb://127.0.0.1:{mongo_port}"
+    redis_url = f"redis://127.0.0.1:{redis_port}/0"
+
+    mongo = Process(
+        "mongo",
+        [binary, "-listen", hosts["mongo:27017"], "-dir", str(folder / "mongo-data"),
+         "-log-level", "error"],
+        dict(os.environ), folder / "mongo.log", _mongo_ready(mongodb_url),
+    )  # fmt: skip
+    redis_command = services["redis"]["command"]
+    assert redis_command[0] == "redis-server", redis_command
+    (folder / "redis-data").mkdir(exist_ok=True)
+    redis = Process(
+        "redis",
+        [shutil.which("redis-server") or "redis-server", *redis_command[1:],
+         "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(folder / "redis-data")],
+        dict(os.environ), folder / "redis.log", _redis_ready(redis_url),
+    )  # fmt: skip
+
+    base_env = {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
+
+    def app(service_name: str, index: int, port: int | None) -> Process:
+        service = services[service_name]
+        local_hosts = dict(hosts)
+        for published in service.get("ports", []):
+            host_port, container_port = published.split(":")
+            local_hosts[f"localhost:{host_port}"] = f"127.0.0.1:{port}"
+            local_hosts[f"127.0.0.1:{container_port}"] = f"127.0.0.1:{port}"
+        mounts = {}
+        for volume in service.get("volumes", []):
+            name, target = volume.split(":")[:2]
+            assert name == "media", f"unexpected volume {volume}"
+            mounts[target] = media
+        env = {
+            **base_env,
+            **{
+                k: _map_value(str(v), local_hosts, mounts)
+                for k, v in service["environment"].items()
+            },
+            **TEST_ENVIRONMENT,
+            **(extra_env or {}),
+        }
+        name = f"{service_name}{index + 1}"
+        if "healthcheck" in service:
+            ready = _command_ok(_healthcheck(service, local_hosts))
+        else:
+            ready = _logged("worker ready")
+        return Process(
+            name, _app_command(service["command"], port), env, folder / f"{name}.log", ready
+        )
+
+    api_ports = [free_port() for _ in range(apis)]
+    api_processes = [app("api", i, port) for i, port in enumerate(api_ports)]
+    worker_processes = [app("worker", i, None) for i in range(workers)]
+    database = api_processes[0].env["MONGODB_DATABASE"]
+    return Topology(
+        folder=folder, media=media, mongo=mongo, redis=redis, apis=api_processes,
+        workers=worker_processes, api_urls=[f"http://127.0.0.1:{p}" for p in api_ports],
+        mongodb_url=mongodb_url, redis_url=redis_url, database=database,
+    )  # fmt: skip
+
+
+@contextmanager
+def running(
+    folder: Path, *, apis: int = 2, workers: int = 2, extra_env: dict[str, str] | None = None
+) -> Iterator[Topology]:
+    topology = build(folder, apis=apis, workers=workers, extra_env=extra_env)
+    try:
+        topology.mongo.start()
+        topology.redis.start()
+        for process in topology.apps:
+            process.start(wait=False)
+        for process in topology.apps:
+            process.wait_ready()
+        yield topology
+    finally:
+        topology.stop()
+
+
+def media_files(topology: Topology) -> list[Path]:
+    return sorted(p for p in topology.media.rglob("*") if p.is_file())
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
