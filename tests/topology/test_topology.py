@@ -44,8 +44,10 @@ def outputs_of(topo: Topology, video_id: str) -> list[str]:
 
 
 def incoming(topo: Topology) -> list[Path]:
-    folder = topo.media / "incoming"
-    return sorted(folder.iterdir()) if folder.exists() else []
+    """Upload bytes left in incoming/ (each API process's own folder and lock aside)."""
+    return sorted(
+        p for p in (topo.media / "incoming").rglob("*") if p.is_file() and p.suffix != ".lock"
+    )
 
 
 async def stored(topo: Topology, video_id: str) -> dict[str, Any] | None:
