@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from clipo_gql.auth.ownership import find_video, scope
+from clipo_gql.auth.principal import Principal
 from clipo_gql.errors import (
+    CANNOT_STORE,
     InvalidStateError,
     NotFoundError,
     ServiceUnavailableError,
@@ -30,41 +34,55 @@ log = logging.getLogger(__name__)
 ACCEPTED_FORMATS = "MP4/MOV, WebM/Matroska, AVI, MPEG-TS, FLV, Ogg or MXF"
 
 
-async def accept_upload(app: AppState, received: ReceivedFile) -> Video:
+@dataclass(frozen=True)
+class Caller:
+    """Who asks (auth/), and the key their limits are counted under (auth/quotas.py)."""
+
+    principal: Principal
+    limit_key: str
+
+
+async def accept_upload(app: AppState, caller: Caller, received: ReceivedFile) -> Video:
     if received.size == 0:
         raise UnsupportedMediaError("The file is empty")
     if not sniff_video(received.head):
         raise UnsupportedMediaError(
             f"This does not look like a video file; upload {ACCEPTED_FORMATS}"
         )
+    await app.quotas.admit_new_video(caller.limit_key, received.size)
     video = Video(
         id=ObjectId(),
         filename=safe_filename(received.filename),
         source=VideoSource.UPLOAD,
         size_bytes=received.size,
+        owner_id=caller.principal.owner_id,
+        limit_key=caller.limit_key,
     )
     assert video.id is not None
     app.storage.adopt(received.path, video.id)
     return await _store_and_queue(app, video)
 
 
-async def accept_url(app: AppState, url: str) -> Video:
+async def accept_url(app: AppState, caller: Caller, url: str) -> Video:
     """Check the URL now (FORBIDDEN_URL, no video); the worker downloads it, checking again."""
     checked = await validate_url(url, app.settings)
+    await app.quotas.admit_new_video(caller.limit_key, None)
     video = Video(
         id=ObjectId(),
         filename=filename_from_url(checked.url),
         source=VideoSource.URL,
         source_url=checked.url,
+        owner_id=caller.principal.owner_id,
+        limit_key=caller.limit_key,
     )
     return await _store_and_queue(app, video)
 
 
-async def retry(app: AppState, video_id: ObjectId) -> Video:
+async def retry(app: AppState, principal: Principal, video_id: ObjectId) -> Video:
     try:
-        video = await app.videos.requeue(video_id)
+        video = await app.videos.requeue(video_id, scope(principal))
         if video is None:
-            current = await Video.get(video_id)
+            current = await find_video(principal, video_id)
             if current is None:
                 raise NotFoundError("No video with this id")
             raise InvalidStateError(
@@ -80,9 +98,10 @@ async def retry(app: AppState, video_id: ObjectId) -> Video:
     return video
 
 
-async def delete(app: AppState, video_id: ObjectId) -> bool:
-    """Remove the document, stop its job if one runs, remove its files. False if none existed."""
-    if not await app.videos.delete(video_id):
+async def delete(app: AppState, principal: Principal, video_id: ObjectId) -> bool:
+    """Remove the document, stop its job if one runs, remove its files. False if none existed
+    (or it is not the principal's to delete: the same answer)."""
+    if not await app.videos.delete(video_id, scope(principal)):
         return False
     app.done.forget(video_id)
     await cancel_processing(app.redis, video_id)
@@ -100,9 +119,7 @@ async def _store_and_queue(app: AppState, video: Video) -> Video:
     except (PyMongoError, RedisError, OSError) as exc:
         log.warning("upload %s rolled back: %r", video.id, exc)
         await _undo(app, video, inserted)
-        raise ServiceUnavailableError(
-            "The service cannot store or queue videos right now; try again shortly"
-        ) from exc
+        raise ServiceUnavailableError(CANNOT_STORE) from exc
     except BaseException:
         await _undo(app, video, inserted)
         raise

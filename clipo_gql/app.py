@@ -16,6 +16,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from clipo_gql.auth.credentials import Authenticator, check_config
+from clipo_gql.auth.media_links import MediaLinks
+from clipo_gql.auth.quotas import ConnectionCounter, Quotas
 from clipo_gql.connections import create_redis, init_mongo
 from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.graphql_view import PREFLIGHT_HEADERS, ClipoGraphQL
@@ -41,6 +44,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
     """The API. `embedded` (the `dev` command, tests) adds an in-process worker and allows the
     in-process MongoDB stand-in when MONGODB_URL is unset."""
     settings = settings or Settings()
+    check_config(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, AppState]]:
@@ -59,6 +63,10 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             storage=storage,
             videos=VideoService(EventPublisher(redis, settings.redis_prefix)),
             hub=hub,
+            auth=Authenticator(settings),
+            links=MediaLinks(settings),
+            quotas=Quotas(settings, redis),
+            sockets=ConnectionCounter(settings),
         )
         try:
             yield {"clipo": state}
@@ -84,7 +92,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
                 CORSMiddleware,
                 allow_origins=list(settings.origins),
                 allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-                allow_headers=["content-type", "range", *PREFLIGHT_HEADERS],
+                allow_headers=["authorization", "content-type", "range", *PREFLIGHT_HEADERS],
                 expose_headers=["content-range", "content-length", "accept-ranges", "etag"],
             )
         )

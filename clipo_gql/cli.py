@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import secrets
 import sys
 from pathlib import Path
 
-from clipo_gql.connections import MISSING_MONGODB
+from pydantic import SecretStr
+
+from clipo_gql.auth.credentials import check_config
+from clipo_gql.connections import MISSING_MONGODB, ConfigError
 from clipo_gql.settings import Settings
 
 log = logging.getLogger("clipo_gql")
 
 GC_FIRST_GENERATION = 20_000
+DEV_OWNER = "dev"
+DEV_TOKEN_TTL = 12 * 3600
 
 # The example page, when clipo-gql runs from a checkout (not from an installed wheel).
 CHECKOUT_FRONTEND = Path(__file__).resolve().parent.parent / "frontend-example"
@@ -22,6 +28,7 @@ CHECKOUT_FRONTEND = Path(__file__).resolve().parent.parent / "frontend-example"
 def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
     import uvicorn
 
+    from clipo_gql.access_log import log_config
     from clipo_gql.app import create_app
 
     app = create_app(settings, embedded=embedded)
@@ -35,8 +42,11 @@ def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
         app,
         host=host,
         port=port,
+        # X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS (uvicorn's setting;
+        # default 127.0.0.1): the per-address limits must not be dodged with a header.
         proxy_headers=True,
         log_level="info",
+        log_config=log_config(),
         ws_max_size=1024 * 1024,
         # Status messages are a few hundred bytes; compressing each one for each subscriber
         # was a tenth of the CPU of a fan-out to a thousand of them (bench row 6).
@@ -44,7 +54,7 @@ def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
     )
 
 
-def dev(settings: Settings, host: str, port: int) -> None:
+def dev(settings: Settings, host: str, port: int, *, auth: bool = False) -> None:
     from clipo_gql.devredis import redis_for_dev
 
     with redis_for_dev(settings.redis_url) as redis_url:
@@ -55,10 +65,40 @@ def dev(settings: Settings, host: str, port: int) -> None:
         settings = settings.model_copy(
             update={"redis_url": redis_url, "frontend_dir": _dev_frontend(settings)}
         )
+        if auth:
+            settings = _dev_auth(settings)
         log.info("clipo-gql dev: API and worker on http://%s:%d/graphql", host, port)
         if settings.frontend_dir is not None:
             log.info("clipo-gql dev: the frontend example on http://%s:%d/", host, port)
+        if auth:
+            from clipo_gql.auth.tokens import mint
+
+            token = mint(settings, DEV_OWNER, ttl_seconds=DEV_TOKEN_TTL)
+            log.warning(
+                "clipo-gql dev --auth: signed in as %r for %d h: http://%s:%d/#token=%s",
+                DEV_OWNER, DEV_TOKEN_TTL // 3600, host, port, token,
+            )  # fmt: skip
         _serve(settings, host, port, embedded=True)
+
+
+def _dev_auth(settings: Settings) -> Settings:
+    """AUTH_MODE=required with secrets made up for this start where none are set."""
+    from clipo_gql.auth.tokens import JwtVerifier
+
+    update: dict[str, object] = {"auth_mode": "required"}
+    if not JwtVerifier(settings).configured:
+        update["auth_jwt_secret"] = SecretStr(secrets.token_urlsafe(32))
+    if settings.media_url_secret is None:
+        update["media_url_secret"] = SecretStr(secrets.token_urlsafe(32))
+    return settings.model_copy(update=update)
+
+
+def token(settings: Settings, subject: str, *, admin: bool, ttl: int) -> None:
+    from clipo_gql.auth.tokens import mint
+
+    if settings.auth_jwt_secret is None:
+        raise SystemExit("clipo-gql token: set AUTH_JWT_SECRET (the key `serve` verifies with)")
+    sys.stdout.write(mint(settings, subject, admin=admin, ttl_seconds=ttl) + "\n")
 
 
 def _dev_frontend(settings: Settings) -> Path | None:
@@ -96,23 +136,47 @@ def main(argv: list[str] | None = None) -> None:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--host", default="127.0.0.1")
         sub.add_argument("--port", type=int, default=8000)
+        if name == "dev":
+            sub.add_argument(
+                "--auth", action="store_true", help="AUTH_MODE=required; prints a signed-in link"
+            )
     commands.add_parser("worker", help="an arq worker process")
     commands.add_parser("export-schema", help="print the GraphQL SDL")
+    minting = commands.add_parser("token", help="print an HS256 JWT signed with AUTH_JWT_SECRET")
+    minting.add_argument("--sub", required=True, help="the owner id")
+    minting.add_argument("--admin", action="store_true", help="with the AUTH_ADMIN_ROLE role")
+    minting.add_argument("--ttl", type=int, default=3600, help="seconds it is valid")
     args = parser.parse_args(argv)
 
     if args.command == "export-schema":
         export_schema()
         return
+    settings = Settings()
+    if args.command == "token":
+        token(settings, args.sub, admin=args.admin, ttl=args.ttl)
+        return
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = Settings()
     if args.command != "dev" and not settings.mongodb_url:
         # The same check as connections.init_mongo, made before uvicorn/arq print tracebacks.
         parser.exit(2, f"clipo-gql {args.command}: {MISSING_MONGODB}\n")
+    if settings.auth_mode is None:
+        default = "required" if args.command != "dev" or args.auth else "off"
+        settings = settings.model_copy(update={"auth_mode": default})
     if args.command == "dev":
-        dev(settings, args.host, args.port)
-    elif args.command == "serve":
+        dev(settings, args.host, args.port, auth=args.auth or settings.auth_required)
+        return
+    try:
+        check_config(settings)
+    except ConfigError as exc:
+        parser.exit(2, f"clipo-gql {args.command}: {exc}\n")
+    if not settings.auth_required:
+        log.warning(
+            "AUTH_MODE=off: every caller may see, change and delete every video of `anonymous`"
+            " and no limit is per user. Do not expose this process to the internet."
+        )
+    if args.command == "serve":
         _serve(settings, args.host, args.port, embedded=False)
     else:
         worker(settings)

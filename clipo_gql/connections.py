@@ -11,7 +11,7 @@ from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from clipo_gql.indexes import ensure_indexes
-from clipo_gql.models import INDEXES, Video
+from clipo_gql.models import ANONYMOUS_OWNER, INDEXES, ApiKey, Video
 from clipo_gql.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,16 @@ async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
         raise ConfigError(MISSING_MONGODB)
     # Indexes are ours to create (indexes.py): Beanie's way breaks FerretDB.
     await init_beanie(
-        database=client[settings.mongodb_database], document_models=[Video], skip_indexes=True
+        database=client[settings.mongodb_database],
+        document_models=[Video, ApiKey],
+        skip_indexes=True,
     )
     await ensure_indexes(INDEXES)
+    # Videos stored before owners existed belong to `anonymous` (README: how to hand them
+    # over). Queries filter on owner_id, and a missing field would match no owner at all.
+    await Video.get_motor_collection().update_many(
+        {"owner_id": {"$exists": False}}, {"$set": {"owner_id": ANONYMOUS_OWNER}}
+    )
     return client
 
 

@@ -13,39 +13,46 @@ from typing import NamedTuple
 
 from bson import ObjectId
 
-from clipo_gql.models import Video, VideoStatus
+from clipo_gql.models import ANONYMOUS_OWNER, Video, VideoStatus
 
-KEPT = 4096  # entries of (id, name): well under a MiB
+KEPT = 4096  # entries of (id, name, owner): well under a MiB
 
 
 class Found(NamedTuple):
     status: VideoStatus
     filename: str
+    owner_id: str
 
 
 class DoneVideos:
     def __init__(self, kept: int = KEPT) -> None:
         self._kept = kept
-        self._names: OrderedDict[ObjectId, str] = OrderedDict()
+        self._found: OrderedDict[ObjectId, Found] = OrderedDict()
 
     async def find(self, video_id: ObjectId) -> Found | None:
-        """The video's status and original file name; None when there is no such video."""
-        name = self._names.get(video_id)
-        if name is not None:
-            self._names.move_to_end(video_id)
-            return Found(VideoStatus.DONE, name)
-        # Two fields, straight from the driver: a whole validated document is not needed here.
+        """The video's status, original file name and owner; None when there is no such video.
+
+        (The owner never changes: an admin reassigning videos in the database should restart
+        the API processes, or wait for the entries to age out.)
+        """
+        found = self._found.get(video_id)
+        if found is not None:
+            self._found.move_to_end(video_id)
+            return found
+        # Three fields, straight from the driver: a whole validated document is not needed.
         raw = await Video.get_motor_collection().find_one(
-            {"_id": video_id}, {"status": 1, "filename": 1}
+            {"_id": video_id}, {"status": 1, "filename": 1, "owner_id": 1}
         )
         if raw is None:
             return None
-        found = Found(VideoStatus(raw["status"]), raw["filename"])
+        found = Found(
+            VideoStatus(raw["status"]), raw["filename"], raw.get("owner_id", ANONYMOUS_OWNER)
+        )
         if found.status is VideoStatus.DONE:
-            self._names[video_id] = found.filename
-            if len(self._names) > self._kept:
-                self._names.popitem(last=False)
+            self._found[video_id] = found
+            if len(self._found) > self._kept:
+                self._found.popitem(last=False)
         return found
 
     def forget(self, video_id: ObjectId) -> None:
-        self._names.pop(video_id, None)
+        self._found.pop(video_id, None)

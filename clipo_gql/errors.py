@@ -10,6 +10,8 @@ from typing import ClassVar
 
 # What a client sees while MongoDB does not answer (pymongo's ConnectionFailure), anywhere.
 DATABASE_UNAVAILABLE = "The database is unavailable right now; try again shortly"
+# What an upload or URL submission gets while MongoDB or Redis does not answer.
+CANNOT_STORE = "The service cannot store or queue videos right now; try again shortly"
 
 
 class ClipoError(Exception):
@@ -22,6 +24,39 @@ class ClipoError(Exception):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r})"
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        """What clients get in `extensions` besides `code`."""
+        return {}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the answer when this ends a request before GraphQL runs."""
+        return {}
+
+
+class UnauthenticatedError(ClipoError):
+    """No credential, or one that does not verify (expired, wrong key, revoked...)."""
+
+    code = "UNAUTHENTICATED"
+    http_status = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="clipo-gql"'}
+
+
+class ForbiddenError(ClipoError):
+    """A valid credential that may not do this."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class QuotaExceededError(ClipoError):
+    code = "QUOTA_EXCEEDED"
+    http_status = 403
 
 
 class BadUserInputError(ClipoError):
@@ -60,12 +95,31 @@ class RateLimitedError(ClipoError):
     code = "RATE_LIMITED"
     http_status = 429
 
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+
+    @property
+    def extensions(self) -> dict[str, object]:
+        return {"retryAfter": self.retry_after}
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class ServiceUnavailableError(ClipoError):
     """A dependency (Redis, MongoDB) did not answer; the client may try again."""
 
     code = "INTERNAL"
     http_status = 503
+
+
+class InsufficientStorageError(ClipoError):
+    """The media disk is nearly full: new videos are refused before they fill it."""
+
+    code = "INTERNAL"
+    http_status = 507
 
 
 class ProcessingError(ClipoError):

@@ -8,8 +8,9 @@ keeps the result per payload, operation and variables: the first subscriber of a
 the others reuse it.
 
 Sharing is correct because a `types.Video` field is a pure function of the payload (the
-per-request base URL is already part of the payload's key). A field that reads
-`info.context`, e.g. per-user access, would have to leave this path.
+per-request base URL and the signed URLs' expiry are part of the payload's key; a signed URL
+is bound to the video, not to the viewer). Access is checked before a subscriber gets its
+first state (ownership.py): a field that read `info.context` would have to leave this path.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from graphql.pyutils import AwaitableOrValue
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from clipo_gql import models
+from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.types import Video
 
 # Sharing only matters in the burst of deliveries right after an event, so few states are
@@ -33,7 +35,7 @@ VIEWS_KEPT = 64
 RESULTS_PER_VIEW = 16
 
 _Results = dict[tuple[int, str], tuple[OperationDefinitionNode, ExecutionResult]]
-_views: OrderedDict[tuple[object, int, str], Video] = OrderedDict()
+_views: OrderedDict[tuple[object, int, str, int], Video] = OrderedDict()
 # id(view) -> results, for the views in `_views` only: those are alive, so no id is reused.
 _results: dict[int, _Results] = {}
 # id(result.data) -> (that data, its JSON once a subscriber's message needed it), for the
@@ -41,15 +43,17 @@ _results: dict[int, _Results] = {}
 _encoded: dict[int, tuple[object, str | None]] = {}
 
 
-def shared_view(doc: models.Video, base_url: str) -> Video:
+def shared_view(doc: models.Video, base_url: str, links: MediaLinks) -> Video:
     """The GraphQL object of this state of the video, the same one for every subscriber.
 
-    `version` grows with every stored change, so (id, version) names one state for good.
+    `version` grows with every stored change, so (id, version) names one state for good. The
+    signed URLs' expiry moves in steps (media_links.py), and is part of the key too.
     """
-    key = (doc.id, doc.version, base_url)
+    expiry = links.expiry()
+    key = (doc.id, doc.version, base_url, expiry)
     view = _views.get(key)
     if view is None:
-        view = _views[key] = Video.from_document(doc, base_url)
+        view = _views[key] = Video.from_document(doc, base_url, links, expiry)
         _results[id(view)] = {}
         if len(_views) > VIEWS_KEPT:
             _, oldest = _views.popitem(last=False)

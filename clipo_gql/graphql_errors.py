@@ -25,8 +25,9 @@ def is_expected(error: GraphQLError) -> bool:
 
 def with_code(error: GraphQLError) -> GraphQLError:
     original = error.original_error
+    extra: dict[str, object] = {}
     if isinstance(original, ClipoError):
-        message, code = original.message, original.code
+        message, code, extra = original.message, original.code, original.extensions
     elif original is None or isinstance(original, GraphQLError):
         message, code = error.message, "BAD_USER_INPUT"
     elif isinstance(original, ConnectionFailure):
@@ -41,7 +42,7 @@ def with_code(error: GraphQLError) -> GraphQLError:
         positions=error.positions,
         path=error.path,
         original_error=None,
-        extensions={**(error.extensions or {}), "code": code},
+        extensions={**(error.extensions or {}), **extra, "code": code},
     )
 
 

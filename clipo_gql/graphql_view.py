@@ -15,15 +15,19 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import MissingQueryError
+from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET, UnsetType
 
-from clipo_gql.errors import BadUserInputError, ClipoError
+from clipo_gql.auth.credentials import from_connection_params
+from clipo_gql.auth.principal import Principal
+from clipo_gql.auth.quotas import WS_TRY_AGAIN_LATER, limit_key
+from clipo_gql.errors import BadUserInputError, ClipoError, UnauthenticatedError
 from clipo_gql.fanout import encode_shared
 from clipo_gql.limits import error_response
 from clipo_gql.settings import Settings
@@ -32,6 +36,8 @@ from clipo_gql.uploads import MultipartLimits, ReceivedFile, receive_multipart
 
 PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
 RECEIVED = "clipo_received_files"
+PRINCIPAL = "clipo_principal"
+WS_CLIENT = "clipo_ws_client"
 
 
 class StreamingUploadAdapter(StarletteRequestAdapter):
@@ -48,6 +54,11 @@ class StreamingUploadAdapter(StarletteRequestAdapter):
                 " (CSRF protection)"
             )
         app = app_state(request)
+        # Who asks, and whether they may add a video at all, before a byte is stored.
+        principal = await authenticate(request)
+        app.quotas.check_disk()
+        client = request.client.host if request.client else None
+        await app.quotas.check_rate(limit_key(app.settings, principal, client))
         received: list[ReceivedFile] = request.scope.setdefault(RECEIVED, [])
         fields, files = await receive_multipart(
             request,
@@ -63,6 +74,16 @@ class StreamingUploadAdapter(StarletteRequestAdapter):
             except ValueError as exc:
                 raise BadUserInputError(f"The `{name}` field is not valid JSON") from exc
         return FormData(files=files, form=fields)
+
+
+async def authenticate(request: Request) -> Principal:
+    """The request's principal (UnauthenticatedError without a valid credential), once."""
+    principal: Principal | None = request.scope.get(PRINCIPAL)
+    if principal is None:
+        app = app_state(request)
+        principal = await app.auth.authenticate(request.headers.get("authorization"))
+        request.scope[PRINCIPAL] = principal
+    return principal
 
 
 class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
@@ -101,12 +122,37 @@ class ClipoGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(request=request, response=response, app=app_state(request))
 
+    async def on_ws_connect(self, context: Context) -> UnsetType | None | dict[str, object]:
+        """`connection_init`: authenticate the socket (its payload's `authorization`, else the
+        upgrade request's header) and count it under its owner from now on."""
+        websocket = context.request
+        credential = from_connection_params(
+            context.connection_params, websocket.headers.get("authorization")
+        )
+        try:
+            principal = await context.app.auth.authenticate(credential)
+        except UnauthenticatedError as exc:
+            raise ConnectionRejectionError({"message": exc.message}) from None
+        if context.app.settings.auth_required:
+            refused = context.app.sockets.move(
+                websocket.scope[WS_CLIENT], f"owner:{principal.owner_id}"
+            )
+            if refused is not None:
+                raise ConnectionRejectionError({"message": refused})
+            websocket.scope[WS_CLIENT] = f"owner:{principal.owner_id}"
+        context.authenticated = principal
+        unset: UnsetType = UNSET
+        return unset
+
     def encode_json(self, data: object) -> str | bytes:
         # A status change watched by many: its data is serialised once, not per subscriber.
         shared = encode_shared(data) if isinstance(data, Mapping) else None
         return shared if shared is not None else super().encode_json(data)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
@@ -128,6 +174,23 @@ class ClipoGraphQL(GraphQL[Context, None]):
         if response is not None:
             await response(scope, receive, send)
 
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the socket per client address (and in all) before it is served."""
+        sockets = app_state(WebSocket(scope, receive, send)).sockets
+        client = f"address:{scope['client'][0] if scope.get('client') else 'unknown'}"
+        refused = sockets.acquire(client)
+        if refused is not None:
+            websocket = WebSocket(scope, receive, send)
+            offered = scope.get("subprotocols") or [None]
+            await websocket.accept(subprotocol=offered[0])
+            await websocket.close(code=WS_TRY_AGAIN_LATER, reason=refused)
+            return
+        scope[WS_CLIENT] = client
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            sockets.release(scope[WS_CLIENT])
+
     async def execute_operation(
         self,
         request: Request,
@@ -142,6 +205,7 @@ class ClipoGraphQL(GraphQL[Context, None]):
         if isinstance(request_data, list):
             raise HTTPException(400, "Batched requests are not supported")
         allowed = OperationType.from_http(request_adapter.method) - {OperationType.SUBSCRIPTION}
+        context.authenticated = await authenticate(request)
         try:
             return await self.schema.execute(
                 request_data.query,

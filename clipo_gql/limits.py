@@ -16,9 +16,11 @@ MULTIPART_OVERHEAD = MiB
 
 def error_response(error: ClipoError, *, status_code: int | None = None) -> JSONResponse:
     """The body of an error that ends a request before GraphQL runs, shaped like GraphQL's."""
+    extensions = {"code": error.code, **error.extensions}
     return JSONResponse(
-        {"errors": [{"message": error.message, "extensions": {"code": error.code}}]},
+        {"errors": [{"message": error.message, "extensions": extensions}]},
         status_code=status_code or error.http_status,
+        headers=error.headers,
     )
 
 

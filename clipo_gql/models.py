@@ -34,8 +34,17 @@ def now() -> datetime:
     return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
+ANONYMOUS_OWNER = "anonymous"
+
+
 class Video(Document):
     filename: str
+    # Who may see and change it (auth/ownership.py). Documents from before owners existed
+    # are given "anonymous" at start (connections.init_mongo).
+    owner_id: str = ANONYMOUS_OWNER
+    # What the per-owner limits count it under: the owner, or the client's address with auth
+    # off (auth/quotas.py).
+    limit_key: str | None = None
     source: VideoSource
     source_url: str | None = None
     status: VideoStatus = VideoStatus.PENDING
@@ -73,17 +82,37 @@ class Video(Document):
         return video
 
 
+class ApiKey(Document):
+    """An API key: `clipo_<id>_<secret>`; only a hash of the secret is stored."""
+
+    label: str
+    owner_id: str
+    admin: bool = False
+    secret_sha256: str
+    created_at: datetime = Field(default_factory=now)
+    last_used_at: datetime | None = None
+
+    class Settings:
+        name = "api_keys"
+
+
+def _newest_first(*prefix: str) -> pymongo.IndexModel:
+    keys = [(field, pymongo.ASCENDING) for field in prefix]
+    return pymongo.IndexModel(
+        [*keys, ("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+    )
+
+
 # Created by indexes.ensure_indexes at start, not by Beanie (see indexes.py).
 INDEXES: dict[type[Document], list[pymongo.IndexModel]] = {
+    # The `videos` pages: newest first, keyset on (created_at, _id); an owner's own (most
+    # callers) or everyone's (admins), with or without a status.
     Video: [
-        # The `videos` pages: newest first, keyset on (created_at, _id), with or without status.
-        pymongo.IndexModel([("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]),
-        pymongo.IndexModel(
-            [
-                ("status", pymongo.ASCENDING),
-                ("created_at", pymongo.DESCENDING),
-                ("_id", pymongo.DESCENDING),
-            ]
-        ),
+        _newest_first(),
+        _newest_first("status"),
+        _newest_first("owner_id"),
+        _newest_first("owner_id", "status"),
+        pymongo.IndexModel([("limit_key", pymongo.ASCENDING), ("status", pymongo.ASCENDING)]),
     ],
+    ApiKey: [pymongo.IndexModel([("owner_id", pymongo.ASCENDING)])],
 }

@@ -40,11 +40,16 @@ class Page(NamedTuple):
     matching: dict[str, Any]  # the filter without the cursor: what `count` counts
 
 
-async def page(first: int, after: str | None, status: VideoStatus | None) -> Page:
-    """A page of videos, whether more follow, and the filter of them all."""
+async def page(
+    first: int, after: str | None, status: VideoStatus | None, scope: dict[str, Any]
+) -> Page:
+    """A page of the videos in `scope` (ownership.py), whether more follow, and the filter of
+    them all. A cursor only positions the page: it never widens the scope."""
     if not 0 <= first <= MAX_PAGE:
         raise BadUserInputError(f"`first` must be between 0 and {MAX_PAGE}")
-    base: dict[str, Any] = {} if status is None else {"status": status.value}
+    base: dict[str, Any] = dict(scope)
+    if status is not None:
+        base["status"] = status.value
     query = dict(base)
     if after:
         created, video_id = decode_cursor(after)

@@ -15,14 +15,19 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from clipo_gql.auth.media_links import Kind, Verdict
+from clipo_gql.auth.ownership import may_see
+from clipo_gql.auth.principal import Principal
 from clipo_gql.connections import ping_mongo
-from clipo_gql.errors import DATABASE_UNAVAILABLE
+from clipo_gql.errors import DATABASE_UNAVAILABLE, UnauthenticatedError
 from clipo_gql.models import VideoStatus
 from clipo_gql.responses import FILE_MISSING, MediaFileResponse, download_name
 from clipo_gql.state import app_state
 from clipo_gql.storage import Storage, parse_id
 
 READY_TIMEOUT_SECONDS = 2.0
+# A media request that carried a valid signed token: it may fetch that one file.
+SIGNED = Principal(owner_id="", via="off")
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -32,15 +37,35 @@ def _error(status: int, message: str) -> JSONResponse:
 Pick = Callable[[Storage, ObjectId], Path]
 
 
+async def _allowed(request: Request, video_id: ObjectId, kind: Kind) -> Principal | Response:
+    """With auth on: a valid `token` for this video and route, or the `Authorization` of a
+    principal (whose ownership is checked once the video is found). Else 401 or 403."""
+    app = app_state(request)
+    token = request.query_params.get("token")
+    if token is not None and app.settings.auth_required:
+        verdict = app.links.verify(token, video_id, kind)
+        if verdict is Verdict.OK:
+            return SIGNED
+        reason = "has expired" if verdict is Verdict.EXPIRED else "is not valid for this file"
+        return _error(403, f"This link {reason}; ask the API for the video again")
+    try:
+        return await app.auth.authenticate(request.headers.get("authorization"))
+    except UnauthenticatedError as exc:
+        return JSONResponse({"error": exc.message}, status_code=401, headers=exc.headers)
+
+
 async def _done_file(
-    request: Request, raw_id: str, pick: Pick
+    request: Request, raw_id: str, pick: Pick, kind: Kind
 ) -> tuple[Path, os.stat_result, str] | Response:
-    """The file of a DONE video (path, stat, the video's original name), else the 404/409
-    response that explains why not."""
+    """The file of a DONE video (path, stat, the video's original name), else the 401, 403,
+    404 or 409 response that explains why not."""
     video_id = parse_id(raw_id)
     if video_id is None:
         return _error(404, "No video with this id")
     app = app_state(request)
+    allowed = await _allowed(request, video_id, kind)
+    if isinstance(allowed, Response):
+        return allowed
     for _ in range(2):
         try:
             found = await app.done.find(video_id)
@@ -48,7 +73,8 @@ async def _done_file(
             return JSONResponse(
                 {"error": DATABASE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "5"}
             )
-        if found is None:
+        if found is None or not (allowed is SIGNED or may_see(allowed, found.owner_id)):
+            # Another owner's video answers exactly like one that does not exist.
             return _error(404, "No video with this id")
         if found.status is not VideoStatus.DONE:
             return _error(409, f"The video is {found.status.value}, not DONE")
@@ -70,29 +96,37 @@ async def thumbnail(request: Request) -> Response:
     name: str = request.path_params["name"]
     if not name.endswith(".jpg"):
         return _error(404, "No such thumbnail")
-    found = await _done_file(request, name.removesuffix(".jpg"), Storage.thumbnail)
+    found = await _done_file(request, name.removesuffix(".jpg"), Storage.thumbnail, Kind.THUMBNAIL)
     if isinstance(found, Response):
         return found
     path, stat_result, _ = found
-    return MediaFileResponse(path, stat_result, media_type="image/jpeg")
+    return _private(request, MediaFileResponse(path, stat_result, media_type="image/jpeg"))
+
+
+def _private(request: Request, response: Response) -> Response:
+    # With auth on, a file is someone's: no shared cache (a CDN, a proxy) may keep it.
+    if app_state(request).settings.auth_required:
+        response.headers["Cache-Control"] = "private, no-cache"
+    return response
 
 
 def _serve(
-    pick: Pick, media_type: str, attachment_suffix: str | None = None
+    pick: Pick, kind: Kind, media_type: str, attachment_suffix: str | None = None
 ) -> Callable[[Request], Awaitable[Response]]:
     """An endpoint sending one file of a DONE video, inline or as a named attachment."""
 
     async def endpoint(request: Request) -> Response:
-        found = await _done_file(request, request.path_params["id"], pick)
+        found = await _done_file(request, request.path_params["id"], pick, kind)
         if isinstance(found, Response):
             return found
         path, stat_result, filename = found
         if attachment_suffix is None:
-            return MediaFileResponse(path, stat_result, media_type=media_type)
+            return _private(request, MediaFileResponse(path, stat_result, media_type=media_type))
         name = download_name(filename, attachment_suffix)
-        return MediaFileResponse(
+        response = MediaFileResponse(
             path, stat_result, media_type=media_type, download_name=name, disposition="attachment"
         )
+        return _private(request, response)
 
     return endpoint
 
@@ -122,16 +156,24 @@ async def readyz(request: Request) -> Response:
 
 routes = [
     Route("/thumbnails/{name}", thumbnail, methods=["GET", "HEAD"]),
-    Route("/stream/{id}", _serve(Storage.processed, "video/mp4"), methods=["GET", "HEAD"]),
     Route(
-        "/download/{id}", _serve(Storage.processed, "video/mp4", ".mp4"), methods=["GET", "HEAD"]
+        "/stream/{id}", _serve(Storage.processed, Kind.STREAM, "video/mp4"), methods=["GET", "HEAD"]
+    ),
+    Route(
+        "/download/{id}",
+        _serve(Storage.processed, Kind.DOWNLOAD, "video/mp4", ".mp4"),
+        methods=["GET", "HEAD"],
     ),
     Route(
         "/download/{id}/metadata",
-        _serve(Storage.metadata, "application/json", ".metadata.json"),
+        _serve(Storage.metadata, Kind.METADATA_DOWNLOAD, "application/json", ".metadata.json"),
         methods=["GET", "HEAD"],
     ),
-    Route("/metadata/{id}", _serve(Storage.metadata, "application/json"), methods=["GET", "HEAD"]),
+    Route(
+        "/metadata/{id}",
+        _serve(Storage.metadata, Kind.METADATA, "application/json"),
+        methods=["GET", "HEAD"],
+    ),
     Route("/healthz", healthz, methods=["GET", "HEAD"]),
     Route("/readyz", readyz, methods=["GET", "HEAD"]),
 ]

@@ -19,7 +19,10 @@ from strawberry.file_uploads import Upload
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from clipo_gql import actions, models
+from clipo_gql import actions
+from clipo_gql.auth.graphql import AuthMutation, AuthQuery
+from clipo_gql.auth.ownership import find_video, listing_scope
+from clipo_gql.auth.quotas import limit_key
 from clipo_gql.errors import BadUserInputError
 from clipo_gql.fanout import SharedEventExecutor, shared_view
 from clipo_gql.graphql_errors import ErrorCodes, log_unexpected
@@ -46,28 +49,37 @@ def _video_id(value: strawberry.ID) -> ObjectId:
     return video_id
 
 
-@strawberry.type
-class Query:
-    @strawberry.field(description="A video by id; null when there is none.")
-    async def video(self, info: Info, id: strawberry.ID) -> Video | None:
-        doc = await models.Video.get(_video_id(id))
-        return Video.from_document(doc, info.context.base_url) if doc else None
+def _caller(info: Info) -> actions.Caller:
+    context = info.context
+    principal = context.principal
+    key = limit_key(context.app.settings, principal, context.client_address)
+    return actions.Caller(principal=principal, limit_key=key)
 
-    @strawberry.field(description="Videos, newest first; `first` is at most 100.")
+
+@strawberry.type
+class Query(AuthQuery):
+    @strawberry.field(description="A video by id; null when there is none (or it is not yours).")
+    async def video(self, info: Info, id: strawberry.ID) -> Video | None:
+        doc = await find_video(info.context.principal, _video_id(id))
+        return info.context.video(doc) if doc else None
+
+    @strawberry.field(
+        description="Your videos (admins: everyone's), newest first; `first` is at most 100. "
+        "`owner` narrows to one owner: admins any, others only themselves."
+    )
     async def videos(
         self,
         info: Info,
         first: int | None = DEFAULT_PAGE,
         after: str | None = None,
         status: VideoStatus | None = None,
+        owner: str | None = None,
     ) -> VideoConnection:
+        scope = listing_scope(info.context.principal, owner)
         docs, has_next, matching = await page(
-            DEFAULT_PAGE if first is None else first, after, status
+            DEFAULT_PAGE if first is None else first, after, status, scope
         )
-        base = info.context.base_url
-        edges = [
-            VideoEdge(cursor=encode_cursor(d), node=Video.from_document(d, base)) for d in docs
-        ]
+        edges = [VideoEdge(cursor=encode_cursor(d), node=info.context.video(d)) for d in docs]
         return VideoConnection(
             edges=edges,
             page_info=PageInfo(
@@ -78,7 +90,7 @@ class Query:
 
 
 @strawberry.type
-class Mutation:
+class Mutation(AuthMutation):
     @strawberry.mutation(
         description="Upload a video (GraphQL multipart request); returned PENDING and queued."
     )
@@ -87,27 +99,27 @@ class Mutation:
             raise BadUserInputError(
                 "`file` must be a file part of a multipart request (GraphQL multipart request spec)"
             )
-        doc = await actions.accept_upload(info.context.app, file)
-        return Video.from_document(doc, info.context.base_url)
+        doc = await actions.accept_upload(info.context.app, _caller(info), file)
+        return info.context.video(doc)
 
     @strawberry.mutation(
         description="Submit a video by http(s) URL; the worker downloads it, then processes it."
     )
     async def submit_video(self, info: Info, url: str) -> Video:
-        doc = await actions.accept_url(info.context.app, url)
-        return Video.from_document(doc, info.context.base_url)
+        doc = await actions.accept_url(info.context.app, _caller(info), url)
+        return info.context.video(doc)
 
     @strawberry.mutation(description="Queue a FAILED video again (INVALID_STATE otherwise).")
     async def retry_video(self, info: Info, id: strawberry.ID) -> Video:
-        doc = await actions.retry(info.context.app, _video_id(id))
-        return Video.from_document(doc, info.context.base_url)
+        doc = await actions.retry(info.context.app, info.context.principal, _video_id(id))
+        return info.context.video(doc)
 
     @strawberry.mutation(
         description="Delete a video and all its files, also while it is processing. "
-        "false when there was no such video."
+        "false when there was no such video (or it is not yours)."
     )
     async def delete_video(self, info: Info, id: strawberry.ID) -> bool:
-        return await actions.delete(info.context.app, _video_id(id))
+        return await actions.delete(info.context.app, info.context.principal, _video_id(id))
 
 
 @strawberry.type
@@ -117,9 +129,10 @@ class Subscription:
     )
     async def video_status(self, info: Info, id: strawberry.ID) -> AsyncGenerator[Video, None]:
         video_id = _video_id(id)
-        app = info.context.app
-        async for doc in app.videos.watch(app.hub, video_id):
-            yield shared_view(doc, info.context.base_url)
+        context = info.context
+        app = context.app
+        async for doc in app.videos.watch(app.hub, video_id, context.principal):
+            yield shared_view(doc, context.base_url, app.links)
 
 
 class ClipoSchema(strawberry.Schema):

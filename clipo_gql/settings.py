@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 GiB = 1024**3
@@ -70,6 +71,27 @@ class Settings(BaseSettings):
     ws_connection_init_timeout_seconds: float = Field(default=10, gt=0)
     ws_max_subscriptions: int = Field(default=100, ge=1)
 
+    # Access control (auth/). None: the command decides (`dev` off, `serve`/`worker` required).
+    auth_mode: Literal["off", "required"] | None = None
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwt_public_key: str | None = None
+    auth_jwks_url: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_audience: str | None = None
+    auth_admin_role: str = "clipo:admin"
+    media_url_secret: SecretStr | None = None
+    media_url_ttl_seconds: int = Field(default=3600, ge=60)
+
+    # Limits per owner (per client address with auth off), shared through Redis
+    rate_limit_videos: str = "60/minute"
+    max_active_videos: int = Field(default=20, ge=1)
+    quota_bytes: int | None = Field(default=None, gt=0)
+    min_free_disk_bytes: int = Field(default=1 * GiB, ge=0)
+    # Websockets held by one API process: per owner (per address before authenticating, or
+    # with auth off) and in all.
+    ws_max_connections_per_client: int = Field(default=100, ge=1)
+    ws_max_connections: int = Field(default=10_000, ge=1)
+
     # A folder of static files served at `/` (the frontend example); `dev` picks the
     # checkout's frontend-example/ when this is unset.
     frontend_dir: Path | None = None
@@ -84,6 +106,10 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_base_url(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else None
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth_mode == "required"
 
     @property
     def effective_redis_url(self) -> str:

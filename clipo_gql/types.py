@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types.scalar import ScalarDefinition
 
 from clipo_gql import models, pagination
+from clipo_gql.auth.media_links import Kind, MediaLinks
 from clipo_gql.models import VideoSource, VideoStatus
 from clipo_gql.units import duration_text
 
@@ -29,6 +30,7 @@ strawberry.enum(models.VideoSource, description="How the video reached us.")
 @strawberry.type(description="An uploaded or submitted video and what processing found.")
 class Video:
     id: strawberry.ID
+    owner_id: str = strawberry.field(description="Who may see and change it (the JWT's `sub`).")
     filename: str = strawberry.field(description="Original file name, or one derived from the URL.")
     source: VideoSource
     source_url: str | None
@@ -51,22 +53,29 @@ class Video:
     frame_rate: float | None
     bit_rate: int | None
     format_name: str | None
-    thumbnail_url: str | None = strawberry.field(description="Absolute URL; null until DONE.")
+    thumbnail_url: str | None = strawberry.field(
+        description="Absolute URL; null until DONE. Signed and expiring when auth is on."
+    )
     stream_url: str | None
     download_url: str | None
     metadata_url: str | None
     metadata_download_url: str | None
 
     @classmethod
-    def from_document(cls, doc: models.Video, base_url: str) -> Video:
+    def from_document(
+        cls, doc: models.Video, base_url: str, links: MediaLinks, expiry: int | None = None
+    ) -> Video:
+        """`expiry`: of the signed URLs (auth on); the current one by default."""
         vid = str(doc.id)
         done = doc.status is models.VideoStatus.DONE
+        expires = links.expiry() if expiry is None else expiry
 
-        def url(path: str) -> str | None:
-            return f"{base_url}{path}" if done else None
+        def url(path: str, kind: Kind) -> str | None:
+            return links.url(base_url, path, vid, kind, expires) if done else None
 
         return cls(
             id=strawberry.ID(vid),
+            owner_id=doc.owner_id,
             filename=doc.filename,
             source=doc.source,
             source_url=doc.source_url,
@@ -85,11 +94,11 @@ class Video:
             frame_rate=doc.frame_rate,
             bit_rate=doc.bit_rate,
             format_name=doc.format_name,
-            thumbnail_url=url(f"/thumbnails/{vid}.jpg"),
-            stream_url=url(f"/stream/{vid}"),
-            download_url=url(f"/download/{vid}"),
-            metadata_url=url(f"/metadata/{vid}"),
-            metadata_download_url=url(f"/download/{vid}/metadata"),
+            thumbnail_url=url(f"/thumbnails/{vid}.jpg", Kind.THUMBNAIL),
+            stream_url=url(f"/stream/{vid}", Kind.STREAM),
+            download_url=url(f"/download/{vid}", Kind.DOWNLOAD),
+            metadata_url=url(f"/metadata/{vid}", Kind.METADATA),
+            metadata_download_url=url(f"/download/{vid}/metadata", Kind.METADATA_DOWNLOAD),
         )
 
 

@@ -13,6 +13,8 @@ from typing import Any, Literal, TypeAlias
 from bson import ObjectId
 from pymongo import ReturnDocument
 
+from clipo_gql.auth.ownership import find_video
+from clipo_gql.auth.principal import Principal
 from clipo_gql.errors import NotFoundError
 from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.models import Video, VideoStatus, now
@@ -91,12 +93,14 @@ class VideoService:
         """Store what processing learned (probe fields, the downloaded file's name and size)."""
         return await self._update(video_id, fields, expect=(VideoStatus.PROCESSING,))
 
-    async def requeue(self, video_id: ObjectId) -> Video | None:
-        """FAILED -> PENDING, for a retry; None when the video is not FAILED (or not there)."""
+    async def requeue(self, video_id: ObjectId, scope: dict[str, Any]) -> Video | None:
+        """FAILED -> PENDING, for a retry; None when the video is not FAILED (or not there,
+        or outside `scope`: ownership.scope)."""
         return await self._update(
             video_id,
             {"status": VideoStatus.PENDING.value, "error": None, "progress": None},
             expect=(VideoStatus.FAILED,),
+            extra_filter=scope,
         )
 
     async def interrupted(self, video_id: ObjectId) -> Video | None:
@@ -107,21 +111,24 @@ class VideoService:
             expect=(VideoStatus.PROCESSING,),
         )
 
-    async def delete(self, video_id: ObjectId) -> bool:
-        result = await Video.get_motor_collection().delete_one({"_id": video_id})
+    async def delete(self, video_id: ObjectId, scope: dict[str, Any]) -> bool:
+        result = await Video.get_motor_collection().delete_one({"_id": video_id, **scope})
         if result.deleted_count == 0:
             return False
         # Subscribers re-read on this, find nothing, and complete.
         await self.events.redis.publish(self.events.channel(video_id), DELETED)
         return True
 
-    async def watch(self, hub: EventHub[VideoEvent], video_id: ObjectId) -> AsyncIterator[Video]:
+    async def watch(
+        self, hub: EventHub[VideoEvent], video_id: ObjectId, principal: Principal
+    ) -> AsyncIterator[Video]:
         """The current state, then every newer one, ending after DONE or FAILED.
 
         Subscribes before reading MongoDB, so a change made between the two still arrives.
+        A video the principal may not see is not found, like one that does not exist.
         """
         async with hub.listen(self.events.channel(video_id)) as queue:
-            video = await Video.get(video_id)
+            video = await find_video(principal, video_id)
             if video is None:
                 raise NotFoundError("No video with this id")
             yield video

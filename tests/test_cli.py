@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
@@ -130,3 +131,38 @@ def test_private_redis_starts_and_stops():
     with private_redis() as url:
         assert answers(url)
     assert not answers(url)
+
+
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_production_processes_refuse_to_start_without_auth_keys(tmp_path: Path, command: str):
+    """AUTH_MODE defaults to required for serve and worker: no key, one clear line, no start."""
+    done = subprocess.run(
+        [*CLI, command],
+        env=environment(MEDIA_DIR=str(tmp_path), MONGODB_URL="mongodb://127.0.0.1:1"),
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "AUTH_MODE=required needs a way to verify tokens" in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_token_prints_a_jwt_that_serve_accepts(tmp_path: Path):
+    secret = "cli-secret-" + "c" * 32
+    done = subprocess.run(
+        [*CLI, "token", "--sub", "alice", "--admin", "--ttl", "120"],
+        env=environment(AUTH_JWT_SECRET=secret), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip()
+    claims = jwt.decode(token, secret, algorithms=["HS256"])
+    assert claims["sub"] == "alice"
+    assert claims["roles"] == ["clipo:admin"]
+    assert 100 <= claims["exp"] - time.time() <= 120
+    missing = subprocess.run(
+        [*CLI, "token", "--sub", "alice"], env=environment(), capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "AUTH_JWT_SECRET" in missing.stderr

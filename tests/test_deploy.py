@@ -73,3 +73,12 @@ def test_dockerfile_installs_ffmpeg_from_the_lockfile_and_drops_root():
     assert users[-1] != "USER root"
     for copied in ("clipo_gql", "worker.py", "uv.lock"):
         assert copied in text
+
+
+def test_app_services_refuse_to_start_without_their_secrets(compose: dict[str, Any]):
+    """serve/worker run with AUTH_MODE=required: compose stops with a message if the two
+    secrets are not in the environment, instead of starting a process that refuses."""
+    for name in ("api", "worker"):
+        env = compose["services"][name]["environment"]
+        for secret in ("AUTH_JWT_SECRET", "MEDIA_URL_SECRET"):
+            assert env[secret].startswith(f"${{{secret}:?"), (name, env[secret])

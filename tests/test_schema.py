@@ -37,8 +37,13 @@ def test_contract_names():
         "enum VideoSource",
         "uploadVideo(file: Upload!): Video!",
         "video(id: ID!): Video",
-        "videos(first: Int = 20, after: String = null, status: VideoStatus = null): "
-        "VideoConnection!",
+        "videos(first: Int = 20, after: String = null, status: VideoStatus = null, "
+        "owner: String = null): VideoConnection!",
+        "ownerId: String!",
+        "me: Principal!",
+        "apiKeys: [ApiKey!]!",
+        "createApiKey(label: String!, admin: Boolean = false): ApiKeyCreated!",
+        "revokeApiKey(id: ID!): Boolean!",
         "videoStatus(id: ID!): Video!",
         "sizeBytes: BigInt",
         "durationText: String",

@@ -42,6 +42,9 @@ DOCUMENTED_CODES = {
     "INVALID_STATE",
     "RATE_LIMITED",
     "INTERNAL",
+    "UNAUTHENTICATED",
+    "FORBIDDEN",
+    "QUOTA_EXCEEDED",
 }
 # Names that would only reach a client through an unmasked exception.
 EXCEPTION_NAMES = {
@@ -373,6 +376,46 @@ async def test_retry_and_delete_any_id(server: Server):
             assert answer.codes == ["NOT_FOUND"]
         else:
             assert answer.body == {"data": {"deleteVideo": False}}
+
+    await fuzz(server, run)
+
+
+OWNED_PAGE = "query($owner: String) { videos(first: 5, owner: $owner) { totalCount } }"
+CREATE_KEY = "mutation($label: String!, $admin: Boolean) { createApiKey(label: $label, admin: $admin) { key apiKey { label ownerId admin } } }"  # noqa: E501
+REVOKE_KEY = "mutation($id: ID!) { revokeApiKey(id: $id) }"
+
+
+async def test_owner_label_and_key_arguments(server: Server):
+    """With auth off the caller is `anonymous`, no admin: `owner` may name only itself, admin
+    keys are refused, and a label must have 1 to 100 characters once stripped."""
+    owners = typed(st.one_of(st.none(), st.just("anonymous"), strings), st.one_of(ints32, junk))
+    labels = typed(strings, st.one_of(st.none(), ints32, junk))
+    admins = typed(st.one_of(st.none(), st.booleans()), st.one_of(strings, ints32))
+
+    @FUZZ
+    @given(owners, labels, admins, ids)
+    def run(client: httpx.Client, owner: Any, label: Any, admin: Any, key_id: Any) -> None:
+        listed = post(client, OWNED_PAGE, {"owner": owner[0]})
+        if listed is not None and owner[1]:
+            if owner[0] in (None, "anonymous"):
+                assert listed.codes == [], listed.body
+            else:
+                assert listed.codes == ["FORBIDDEN"], listed.body
+        made = post(client, CREATE_KEY, {"label": label[0], "admin": admin[0]})
+        if made is not None and label[1] and admin[1]:
+            text = label[0].strip()
+            if not text or len(text) > 100 or not text.isprintable():
+                assert made.codes == ["BAD_USER_INPUT"], made.body
+            elif admin[0]:
+                assert made.codes == ["FORBIDDEN"], made.body
+            else:
+                assert made.codes == [], made.body
+                created = made.body["data"]["createApiKey"]
+                assert created["apiKey"] == {"label": text, "ownerId": "anonymous", "admin": False}
+                assert created["key"].startswith("clipo_")
+        revoked = post(client, REVOKE_KEY, {"id": key_id[0]})
+        if revoked is not None and key_id[1]:
+            assert revoked.body == {"data": {"revokeApiKey": False}}, revoked.body
 
     await fuzz(server, run)
 

@@ -56,7 +56,14 @@ def fd_kinds(pid: int) -> list[str]:
 
 @pytest.fixture
 def dev(tmp_path: Path) -> Iterator[DevServer]:
-    with running_dev(tmp_path, WORKER_CONCURRENCY="2") as server:
+    # 50 uploads and 200 subscribers from one address: above the per-client defaults.
+    with running_dev(
+        tmp_path,
+        WORKER_CONCURRENCY="2",
+        WS_MAX_CONNECTIONS_PER_CLIENT="1000",
+        RATE_LIMIT_VIDEOS="1000/minute",
+        MAX_ACTIVE_VIDEOS="1000",
+    ) as server:
         yield server
 
 

@@ -4,11 +4,13 @@ change interleave (the subscription listens before it reads MongoDB)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
+from bson import ObjectId
 from redis.asyncio import Redis
 
+from clipo_gql import videos as videos_module
+from clipo_gql.auth.principal import Principal
 from clipo_gql.events import EventPublisher
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.videos import VideoService
@@ -36,23 +38,23 @@ async def test_a_change_between_subscribe_and_the_first_read_arrives_once(
     await video.insert()
     assert video.id is not None
     service = VideoService(EventPublisher(redis, server.settings.redis_prefix))
-    real_get = Video.get
+    real_find = videos_module.find_video  # type: ignore[attr-defined]
     raced = False
 
-    async def racing_get(document_id: Any, *args: Any, **kwargs: Any) -> Video | None:
+    async def racing_find(principal: Principal, video_id: ObjectId) -> Video | None:
         # The first read of the subscription: the video fails around it, once.
         nonlocal raced
-        if raced or document_id != video.id:
-            return await real_get(document_id, *args, **kwargs)
+        if raced or video_id != video.id:
+            return await real_find(principal, video_id)
         raced = True
         if change == "before-the-read":
-            await service.fail(document_id, "it broke")
-            return await real_get(document_id, *args, **kwargs)
-        stale = await real_get(document_id, *args, **kwargs)
-        await service.fail(document_id, "it broke")
+            await service.fail(video_id, "it broke")
+            return await real_find(principal, video_id)
+        stale = await real_find(principal, video_id)
+        await service.fail(video_id, "it broke")
         return stale
 
-    monkeypatch.setattr(Video, "get", racing_get)
+    monkeypatch.setattr(videos_module, "find_video", racing_find)
     states = await asyncio.wait_for(watch(server, str(video.id)), 10)
     assert raced
     statuses = [s["status"] for s in states]

@@ -248,12 +248,17 @@ class Chaos:
             if len(self.run.watchers) >= SUBSCRIBERS:
                 return
             url = self.topo.ws_url(self.rng.randrange(2))
-            watcher = Watcher(url, video_id, protocol_for(n + k))
+            watcher = Watcher(
+                url, video_id, protocol_for(n + k), authorization=self.topo.authorization
+            )
             self.run.watchers.append(watcher)
             self.watching.append(asyncio.create_task(watcher.run(self.run.seconds + 600)))
 
     async def load(self) -> None:
-        self.apis = [httpx.AsyncClient(base_url=u, timeout=30) for u in self.topo.api_urls]
+        self.apis = [
+            httpx.AsyncClient(base_url=u, timeout=30, headers=self.topo.headers())
+            for u in self.topo.api_urls
+        ]
         self.watching: list[asyncio.Task[None]] = []
         inputs = self.inputs()
         total = UPLOADS + URL_SUBMISSIONS

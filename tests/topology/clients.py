@@ -59,6 +59,7 @@ class Watcher:
     url: str
     video_id: str
     protocol: str = TRANSPORT_WS
+    authorization: str | None = None  # sent in connection_init, as graphql-ws clients do
     states: list[dict[str, Any]] = field(default_factory=list)
     connections: int = 0
     errors: list[str] = field(default_factory=list)
@@ -92,12 +93,18 @@ class Watcher:
             self.url, subprotocols=[Subprotocol(self.protocol)], open_timeout=5
         ) as ws:
             self.connections += 1
-            await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-            while json.loads(await ws.recv())["type"] != "connection_ack":
-                pass
+            payload = {"authorization": self.authorization} if self.authorization else {}
+            await ws.send(json.dumps({"type": "connection_init", "payload": payload}))
+            while True:
+                reply = json.loads(await ws.recv())
+                if reply["type"] == "connection_ack":
+                    break
+                if reply["type"] == "connection_error":
+                    self.errors.append(json.dumps(reply.get("payload")))
+                    return False
             start = "subscribe" if self.protocol == TRANSPORT_WS else "start"
-            payload = {"query": WATCH, "variables": {"id": self.video_id}}
-            await ws.send(json.dumps({"id": "1", "type": start, "payload": payload}))
+            operation = {"query": WATCH, "variables": {"id": self.video_id}}
+            await ws.send(json.dumps({"id": "1", "type": start, "payload": operation}))
             while True:
                 message = json.loads(await ws.recv())
                 kind = message["type"]

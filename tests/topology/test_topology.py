@@ -103,7 +103,9 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
 ):
     inputs = [clips.h264_aac, clips.vp9_opus, clips.odd_size, clips.h264_noaudio, clips.rotated]
     remuxed_inputs = {clips.h264_aac, clips.h264_noaudio, clips.rotated}
-    apis = [httpx.AsyncClient(base_url=url, timeout=60) for url in topo.api_urls]
+    apis = [
+        httpx.AsyncClient(base_url=url, timeout=60, headers=topo.headers()) for url in topo.api_urls
+    ]
     try:
         ids = await asyncio.gather(
             *(
@@ -117,7 +119,7 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
         )
         # Two subscribers per video: one on the other API process, one on the same.
         watchers = [
-            Watcher(topo.ws_url((i + k) % 2), video_id, protocol_for(i + k))
+            Watcher(topo.ws_url((i + k) % 2), video_id, protocol_for(i + k), topo.authorization)
             for i, video_id in enumerate(ids)
             for k in (1, 0)
         ]
@@ -150,9 +152,11 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
 async def test_a_worker_killed_mid_transcode_leaves_its_video_to_the_other(
     topo: Topology, long_clip: Path
 ):
-    async with httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60) as api:
+    async with httpx.AsyncClient(
+        base_url=topo.api_urls[0], timeout=60, headers=topo.headers()
+    ) as api:
         video_id = await upload_id(api, long_clip, "long.mp4")
-        watcher = Watcher(topo.ws_url(1), video_id)
+        watcher = Watcher(topo.ws_url(1), video_id, authorization=topo.authorization)
         watching = asyncio.create_task(watcher.run(180))
         victim, ffmpeg = await transcoder_of(topo)
         victim.kill(signal.SIGKILL)
@@ -174,9 +178,14 @@ async def test_a_worker_killed_mid_transcode_leaves_its_video_to_the_other(
 async def test_subscribers_of_a_restarted_api_get_the_current_and_final_state(
     topo: Topology, long_clip: Path
 ):
-    async with httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60) as api:
+    async with httpx.AsyncClient(
+        base_url=topo.api_urls[1], timeout=60, headers=topo.headers()
+    ) as api:
         video_id = await upload_id(api, long_clip, "long.mp4")
-        watchers = [Watcher(topo.ws_url(0), video_id, protocol_for(i)) for i in range(6)]
+        watchers = [
+            Watcher(topo.ws_url(0), video_id, protocol_for(i), authorization=topo.authorization)
+            for i in range(6)
+        ]
         watching = asyncio.gather(*(w.run(180) for w in watchers))
         await wait_for_status(api, video_id, "PROCESSING")
         # Every subscriber has its first state before the process goes.
@@ -204,7 +213,9 @@ async def test_subscribers_of_a_restarted_api_get_the_current_and_final_state(
 async def test_a_database_restart_fails_uploads_cleanly_and_queued_work_finishes(
     topo: Topology, long_clip: Path, clips: Clips
 ):
-    apis = [httpx.AsyncClient(base_url=url, timeout=60) for url in topo.api_urls]
+    apis = [
+        httpx.AsyncClient(base_url=url, timeout=60, headers=topo.headers()) for url in topo.api_urls
+    ]
     try:
         queued = [await upload_id(apis[i % 2], long_clip, f"long-{i}.mp4") for i in range(3)]
         await transcoder_of(topo)
@@ -230,7 +241,10 @@ async def test_a_database_restart_fails_uploads_cleanly_and_queued_work_finishes
         assert new_files == set()
 
         topo.mongo.start()
-        watchers = [Watcher(topo.ws_url(i % 2), video_id) for i, video_id in enumerate(queued)]
+        watchers = [
+            Watcher(topo.ws_url(i % 2), video_id, authorization=topo.authorization)
+            for i, video_id in enumerate(queued)
+        ]
         await asyncio.wait_for(asyncio.gather(*(w.run(240) for w in watchers)), 240)
         for watcher in watchers:
             assert watcher.final_status == "DONE", watcher.states
@@ -250,8 +264,8 @@ async def test_a_database_restart_fails_uploads_cleanly_and_queued_work_finishes
 async def test_delete_through_one_api_cancels_the_job_and_the_other_api_forgets_it(
     topo: Topology, long_clip: Path, clips: Clips
 ):
-    api1 = httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60)
-    api2 = httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60)
+    api1 = httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60, headers=topo.headers())
+    api2 = httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60, headers=topo.headers())
     try:
         # Being processed: the delete cancels the job and its ffmpeg.
         video_id = await upload_id(api2, long_clip, "long.mp4")
@@ -271,7 +285,7 @@ async def test_delete_through_one_api_cancels_the_job_and_the_other_api_forgets_
 
         # DONE and already served (so remembered) by API 2: a delete through API 1 still ends it.
         done_id = await upload_id(api2, clips.h264_aac, "short.mp4")
-        watcher = Watcher(topo.ws_url(1), done_id)
+        watcher = Watcher(topo.ws_url(1), done_id, authorization=topo.authorization)
         await asyncio.wait_for(watcher.run(), 60)
         assert (await api2.get(f"/stream/{done_id}")).status_code == 200
         deleted = await gql(api1, "mutation($id: ID!) { deleteVideo(id: $id) }", id=done_id)

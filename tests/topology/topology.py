@@ -17,6 +17,7 @@ compose's `restart: unless-stopped` does.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,7 +32,9 @@ from typing import Any
 import httpx
 import yaml
 
+from clipo_gql.auth.tokens import mint
 from clipo_gql.devredis import answers, free_port
+from clipo_gql.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -44,7 +47,33 @@ TEST_ENVIRONMENT = {
     "URL_FETCH_ALLOW_PRIVATE": "true",
     # The processes log at INFO; keep their output readable for a failure's report.
     "PYTHONUNBUFFERED": "1",
+    # The tests' load comes from one owner and one address: above the per-owner defaults.
+    "RATE_LIMIT_VIDEOS": "100000/minute",
+    "MAX_ACTIVE_VIDEOS": "100000",
+    "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
 }
+# What `docker compose` would take from the environment for compose.yaml's ${VAR:?...}.
+COMPOSE_VARIABLES = {
+    "AUTH_JWT_SECRET": "topology-jwt-secret-" + "x" * 32,
+    "MEDIA_URL_SECRET": "topology-media-secret-" + "y" * 32,
+}
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
+
+
+def interpolate(value: str, variables: dict[str, str]) -> str:
+    """compose's `${VAR}`, `${VAR:-default}` and `${VAR:?message}` (which fails when unset)."""
+
+    def one(match: re.Match[str]) -> str:
+        name, kind, rest = match.group(1), match.group(2), match.group(3)
+        if variables.get(name):
+            return variables[name]
+        if kind == "?":
+            raise AssertionError(f"compose would refuse to start: {name}: {rest}")
+        return rest if kind == "-" else ""
+
+    return INTERPOLATION.sub(one, value)
+
+
 # The variables of this test run that must not leak into the topology's processes.
 OWN_VARIABLES = ("MONGODB_URL", "MONGODB_DATABASE", "REDIS_URL", "MEDIA_DIR", "QUEUE_NAME",
                  "REDIS_PREFIX", "PUBLIC_BASE_URL")  # fmt: skip
@@ -165,6 +194,19 @@ class Topology:
     @property
     def everything(self) -> list[Process]:
         return [self.mongo, self.redis, *self.apps]
+
+    def token(self, subject: str = "tester", *, admin: bool = False) -> str:
+        """A JWT the API processes accept (signed with compose's AUTH_JWT_SECRET)."""
+        settings = Settings(auth_jwt_secret=COMPOSE_VARIABLES["AUTH_JWT_SECRET"])
+        return mint(settings, subject, admin=admin, ttl_seconds=3 * 3600)
+
+    @property
+    def authorization(self) -> str:
+        """The tests' one owner's `Authorization` value."""
+        return f"Bearer {self.token()}"
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": self.authorization}
 
     def ws_url(self, i: int) -> str:
         return self.api_urls[i].replace("http://", "ws://") + "/graphql"
@@ -293,12 +335,12 @@ def build(
             name, target = volume.split(":")[:2]
             assert name == "media", f"unexpected volume {volume}"
             mounts[target] = media
+        compose_env = {
+            k: interpolate(str(v), COMPOSE_VARIABLES) for k, v in service["environment"].items()
+        }
         env = {
             **base_env,
-            **{
-                k: _map_value(str(v), local_hosts, mounts)
-                for k, v in service["environment"].items()
-            },
+            **{k: _map_value(v, local_hosts, mounts) for k, v in compose_env.items()},
             **TEST_ENVIRONMENT,
             **(extra_env or {}),
         }
