@@ -30,19 +30,32 @@ async function readJson(response) {
   }
 }
 
-/** A client for the API at `baseUrl` (the page's own origin when served by clipo-gql). */
-export function createApi(baseUrl) {
+/**
+ * A client for the API at `baseUrl` (the page's own origin when served by clipo-gql).
+ * `token()` returns the bearer token to send (a JWT or an API key), or null when the server
+ * runs with AUTH_MODE=off. It goes on every request, the upload, and the websocket's
+ * `connection_init`; media URLs in the answers carry signed tokens of their own.
+ */
+export function createApi(baseUrl, { token = () => null } = {}) {
   const httpUrl = new URL("/graphql", baseUrl);
   const wsUrl = new URL(httpUrl);
   wsUrl.protocol = httpUrl.protocol === "https:" ? "wss:" : "ws:";
+
+  function authorization() {
+    const value = token();
+    return value ? { authorization: `Bearer ${value}` } : {};
+  }
 
   // One websocket for every subscription on the page. `lazy` opens it with the first
   // subscription; after a dropped connection the client reconnects and re-subscribes, and the
   // server answers each subscription with the video's current state first, so nothing is missed.
   const ws = createClient({
     url: wsUrl.href,
+    // Read at every (re)connection, so a new token is used from the next one on.
+    connectionParams: () => authorization(),
     retryAttempts: Infinity,
-    shouldRetry: () => true,
+    // Every drop is retried, except a refused credential (4403): that needs a new token.
+    shouldRetry: (event) => event?.code !== 4403,
     retryWait: (retries) => new Promise((r) => setTimeout(r, Math.min(1000 * 2 ** retries, 10_000))),
   });
 
@@ -51,7 +64,7 @@ export function createApi(baseUrl) {
     try {
       response = await fetch(httpUrl, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...authorization() },
         body: JSON.stringify({ query, variables }),
       });
     } catch {
@@ -101,11 +114,23 @@ export function createApi(baseUrl) {
     // Required by the API for multipart requests: a plain HTML form cannot set it, which is
     // what stops cross-site form posts (CSRF).
     xhr.setRequestHeader("apollo-require-preflight", "true");
+    for (const [name, value] of Object.entries(authorization())) xhr.setRequestHeader(name, value);
     xhr.send(form);
     return { done, abort: () => xhr.abort() };
   }
 
   return {
+    /** Who the server takes us for: `{ ownerId, admin }`; UNAUTHENTICATED when signed out. */
+    async me() {
+      const data = await request(`{ me { ownerId admin } }`);
+      return data.me;
+    },
+
+    /** Drop the live connection: the next subscription connects again (with a new token). */
+    reconnect() {
+      ws.terminate();
+    },
+
     async videos(first, after = null) {
       const data = await request(
         `query ($first: Int!, $after: String) {
@@ -168,7 +193,9 @@ export function createApi(baseUrl) {
             onError?.(
               Array.isArray(error)
                 ? firstError({ errors: error }, 200)
-                : new ApiError("Lost the live connection to the server", "NETWORK"),
+                : error?.code === 4403
+                  ? new ApiError("Signed out: the server refused the live connection", "UNAUTHENTICATED")
+                  : new ApiError("Lost the live connection to the server", "NETWORK"),
             ),
           complete: () => onEnd?.(),
         },

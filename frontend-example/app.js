@@ -2,9 +2,28 @@
 // in api.js; this file only turns their results into DOM.
 import { createApi } from "./api.js";
 
+// The bearer token, when the API runs with AUTH_MODE=required: opened as `#token=...`
+// (what `clipo-gql dev --auth` prints), or pasted into the sign-in form. Kept in
+// sessionStorage (this tab only, gone when it closes) and taken out of the address bar.
+const TOKEN_KEY = "clipo-token";
+if (location.hash.startsWith("#token=")) {
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(location.hash.slice("#token=".length)));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+
 // Served by clipo-gql the API is the page's own origin; elsewhere, open the page with
 // ?api=http://127.0.0.1:8000 (and list this page's origin in the API's ALLOWED_ORIGINS).
-const api = createApi(new URLSearchParams(location.search).get("api") ?? location.origin);
+const api = createApi(new URLSearchParams(location.search).get("api") ?? location.origin, {
+  token,
+});
+
+/** An API error as a person reads it: signed out and not allowed say what to do. */
+function explain(error) {
+  if (error.code === "UNAUTHENTICATED") return `Signed out: ${error.message}. Sign in above.`;
+  if (error.code === "FORBIDDEN") return `Not allowed: ${error.message}`;
+  return error.message;
+}
 const PAGE_SIZE = 12;
 const FINISHED = new Set(["DONE", "FAILED"]);
 
@@ -115,7 +134,7 @@ function follow(id) {
     onError: (error) => {
       following.delete(id);
       if (error.code === "NOT_FOUND") forget(id);
-      else showMessage(`Live updates stopped: ${error.message}`);
+      else showMessage(`Live updates stopped: ${explain(error)}`);
     },
   });
   following.set(id, stop);
@@ -132,7 +151,7 @@ async function loadMore() {
     button.hidden = !page.pageInfo.hasNextPage;
     updateCount();
   } catch (error) {
-    showMessage(`Could not load videos: ${error.message}`);
+    showMessage(`Could not load videos: ${explain(error)}`);
   } finally {
     button.disabled = false;
   }
@@ -159,7 +178,7 @@ function uploadFiles(files) {
         show(video, { prepend: true });
       })
       .catch((error) => {
-        if (error.code !== "CANCELLED") showMessage(`${file.name}: ${error.message}`);
+        if (error.code !== "CANCELLED") showMessage(`${file.name}: ${explain(error)}`);
       })
       .finally(() => row.remove());
   }
@@ -196,7 +215,7 @@ function setUpUrlForm() {
       show(video, { prepend: true });
       form.reset();
     } catch (error) {
-      showMessage(`That URL was refused: ${error.message}`);
+      showMessage(`That URL was refused: ${explain(error)}`);
     } finally {
       button.disabled = false;
     }
@@ -262,7 +281,7 @@ async function openFromHash() {
     try {
       video = await api.video(id);
     } catch (error) {
-      showMessage(`Could not open that video: ${error.message}`);
+      showMessage(`Could not open that video: ${explain(error)}`);
       return;
     }
     if (!video) {
@@ -281,7 +300,7 @@ function setUpDetail() {
     try {
       show(await api.retry(location.hash.slice(1)));
     } catch (error) {
-      showMessage(`Retry failed: ${error.message}`);
+      showMessage(`Retry failed: ${explain(error)}`);
     }
   };
   $("delete").onclick = async () => {
@@ -293,11 +312,37 @@ function setUpDetail() {
       location.hash = "";
       showMessage("Video deleted", "info");
     } catch (error) {
-      showMessage(`Delete failed: ${error.message}`);
+      showMessage(`Delete failed: ${explain(error)}`);
     }
   };
 }
 
+async function setUpSignIn() {
+  const form = $("sign-in");
+  const who = $("who");
+  $("sign-out").onclick = () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  };
+  form.onsubmit = (event) => {
+    event.preventDefault();
+    const value = $("token-input").value.trim();
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    location.reload();
+  };
+  try {
+    const me = await api.me();
+    who.textContent = token() ? `Signed in as ${me.ownerId}${me.admin ? " (admin)" : ""}` : "";
+    $("sign-out").hidden = !token();
+    form.hidden = true;
+  } catch (error) {
+    if (error.code !== "UNAUTHENTICATED") return; // reported by the list below
+    who.textContent = token() ? "Your token was refused." : "This server needs a token.";
+    form.hidden = false;
+  }
+}
+
+await setUpSignIn();
 setUpDropzone();
 setUpUrlForm();
 setUpDetail();
