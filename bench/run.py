@@ -33,6 +33,7 @@ MODULES = [
     ("bench.b5_videos_query", {5}),
     ("bench.b6_fanout", {6}),
     ("bench.b7_worker_throughput", {7}),
+    ("bench.b8_access", {8}),
 ]
 
 
