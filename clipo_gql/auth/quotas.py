@@ -70,8 +70,13 @@ class Quotas:
 
     async def check_rate(self, key: str) -> None:
         """Refuse when the window is full, without counting a hit (before a body is read)."""
+        await self._within_rate(key, count=False)
+
+    async def _within_rate(self, key: str, *, count: bool) -> None:
+        """RATE_LIMITED when the window is full; `count`: this request takes a place in it."""
+        check = self.limiter.hit if count else self.limiter.test
         try:
-            allowed = await self.limiter.test(self.rate, "videos", key)
+            allowed = await check(self.rate, "videos", key)
         except (RedisError, OSError) as exc:
             # With Redis down nothing could be queued anyway: the answer uploads get then.
             raise ServiceUnavailableError(CANNOT_STORE) from exc
@@ -98,13 +103,7 @@ class Quotas:
                     f"This would exceed your storage quota of {human_size(quota)} "
                     f"({human_size(used)} used); delete videos to make room"
                 )
-        try:
-            allowed = await self.limiter.hit(self.rate, "videos", key)
-        except (RedisError, OSError) as exc:
-            # With Redis down nothing could be queued anyway: the answer uploads get then.
-            raise ServiceUnavailableError(CANNOT_STORE) from exc
-        if not allowed:
-            raise await self._rate_limited(key)
+        await self._within_rate(key, count=True)
 
     async def _stored_bytes(self, key: str) -> int:
         pipeline: list[dict[str, Any]] = [
