@@ -64,18 +64,24 @@ async def enqueue_active(redis: ArqRedis) -> int:
 
 
 async def housekeeping(redis: ArqRedis, storage: Storage, settings: Settings) -> None:
-    """At start and every REQUEUE_INTERVAL_SECONDS, through outages: queue the videos whose
-    job is missing (`enqueue_active`) and remove what dead processes left (`sweeper.sweep`)."""
+    """Every REQUEUE_INTERVAL_SECONDS, through outages, the pass a worker also makes at start
+    (`housekeeping_pass`)."""
     while True:
-        try:
-            await enqueue_active(redis)
-        except (RedisError, PyMongoError, OSError) as exc:
-            log.warning("could not check for unqueued videos: %s", exc)
-        try:
-            await sweep(storage, settings.orphan_grace_seconds)
-        except (PyMongoError, OSError) as exc:
-            log.warning("could not look for abandoned files: %s", exc)
         await asyncio.sleep(settings.requeue_interval_seconds)
+        await housekeeping_pass(redis, storage, settings)
+
+
+async def housekeeping_pass(redis: ArqRedis, storage: Storage, settings: Settings) -> None:
+    """Queue the videos whose job is missing (`enqueue_active`) and remove what dead processes
+    left (`sweeper.sweep`); outages are logged and left to the next pass."""
+    try:
+        await enqueue_active(redis)
+    except (RedisError, PyMongoError, OSError) as exc:
+        log.warning("could not check for unqueued videos: %s", exc)
+    try:
+        await sweep(storage, settings.orphan_grace_seconds)
+    except (PyMongoError, OSError) as exc:
+        log.warning("could not look for abandoned files: %s", exc)
 
 
 async def cancel_processing(redis: ArqRedis, video_id: ObjectId) -> None:
@@ -179,6 +185,9 @@ def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
         if own_mongo:
             ctx["mongo"] = await init_mongo(settings, allow_stand_in=False)
         ctx.update(build_context(settings, ctx["redis"]))
+        # The first pass before "ready": whoever waits for it (a supervisor, a test storing
+        # videos) then knows jobs lost by a Redis restart are back in the queue.
+        await housekeeping_pass(ctx["redis"], ctx["pipeline"].storage, settings)
         ctx["requeuer"] = asyncio.create_task(
             housekeeping(ctx["redis"], ctx["pipeline"].storage, settings)
         )

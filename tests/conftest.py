@@ -1,18 +1,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 import uvicorn
+from arq.constants import health_check_key_suffix
 from redis.asyncio import Redis
 
+from clipo_gql import app as app_module
 from clipo_gql.app import create_app
 from clipo_gql.settings import Settings
 
@@ -89,7 +93,23 @@ class Server:
             )
 
 
-async def run_server(settings: Settings, *, embedded: bool = True) -> AsyncIterator[Server]:
+async def run_server(
+    settings: Settings, *, embedded: bool = True, worker: bool = True
+) -> AsyncIterator[Server]:
+    """The app on a loopback port. `embedded` allows the stand-in and, unless `worker` is
+    False (for tests that run jobs themselves), runs the in-process worker."""
+    with contextlib.ExitStack() as stack:
+        if embedded and not worker:
+            stack.enter_context(mock.patch.object(app_module, "run_embedded_worker", no_worker))
+        async for running in _serve(settings, embedded=embedded, worker=worker):
+            yield running
+
+
+async def no_worker(settings: Settings) -> None:
+    await asyncio.Event().wait()
+
+
+async def _serve(settings: Settings, *, embedded: bool, worker: bool) -> AsyncIterator[Server]:
     app = create_app(settings, embedded=embedded)
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
@@ -99,6 +119,8 @@ async def run_server(settings: Settings, *, embedded: bool = True) -> AsyncItera
             task.result()
             raise RuntimeError("server stopped during start-up")
         await asyncio.sleep(0.01)
+    if embedded and worker:
+        await worker_ready(settings, task)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -111,6 +133,21 @@ async def run_server(settings: Settings, *, embedded: bool = True) -> AsyncItera
         client: Any = AsyncIOMotorClient(settings.mongodb_url)
         await client.drop_database(settings.mongodb_database)
         client.close()
+
+
+async def worker_ready(settings: Settings, serving: asyncio.Task[None]) -> None:
+    """Wait for the in-process worker's first poll, which follows its start-up pass: a test
+    storing a PENDING video without a job before that would race the pass that queues it."""
+    client = Redis.from_url(settings.effective_redis_url)
+    try:
+        async with asyncio.timeout(60):
+            while not await client.exists(settings.queue_name + health_check_key_suffix):
+                if serving.done():
+                    serving.result()
+                    raise RuntimeError("server stopped during start-up")
+                await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import pytest
 from bson import ObjectId
 from redis.asyncio import Redis
 
-from clipo_gql import app
 from clipo_gql.connections import create_redis
 from clipo_gql.models import Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
@@ -27,17 +26,10 @@ from tests.conftest import Server, run_server, video_files
 
 
 @pytest.fixture
-async def server(
-    settings: Settings, redis: Redis, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Server]:
+async def server(settings: Settings, redis: Redis) -> AsyncIterator[Server]:
     """The app without its in-process worker. These tests run each job themselves; a worker
     would race them for it (its start-up pass queues any PENDING video without a job)."""
-
-    async def no_worker(settings: Settings) -> None:
-        await asyncio.Event().wait()
-
-    monkeypatch.setattr(app, "run_embedded_worker", no_worker)
-    async for running in run_server(settings):
+    async for running in run_server(settings, worker=False):
         yield running
 
 

@@ -54,11 +54,9 @@ def crash_settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 async def api(crash_settings: Settings, redis: Redis) -> AsyncIterator[Server]:
-    """The API (for subscriptions); its in-process worker polls another queue, so only the
-    workers the tests start take the video's job."""
-    elsewhere = crash_settings.model_copy(update={"queue_name": f"{crash_settings.queue_name}:x"})
-    async for running in run_server(elsewhere):
-        running.settings = crash_settings
+    """The API (for subscriptions) without an in-process worker: only the workers the tests
+    start take the video's job."""
+    async for running in run_server(crash_settings, worker=False):
         yield running
 
 
@@ -178,6 +176,7 @@ async def test_sigkilled_worker_job_runs_again_after_the_lease(
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait(timeout=10)
         await redis.aclose()
 
     states = await recover(api, str(video.id))
@@ -215,6 +214,7 @@ async def test_sigterm_requeues_at_once(api: Server, crash_settings: Settings, l
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait(timeout=10)
         await channel.aclose()  # type: ignore[no-untyped-call]
         await redis.aclose()
 
