@@ -422,12 +422,16 @@ async def download(
     settings: Settings,
     on_progress: ProgressCallback | None = None,
     policy: AddressPolicy | None = None,
+    quota_left: int | None = None,
 ) -> Downloaded:
     """Fetch `url` into `dest` (its folder must exist), following checked redirects.
 
     The body goes to a temporary file beside `dest`, renamed on success; on any failure,
     cancellation included, nothing is left on disk. `on_progress(received, total)` is called
     at most ~4 times a second, and once at the end; `total` is the declared Content-Length.
+
+    The body may be MAX_UPLOAD_BYTES, or `quota_left` (what its owner's storage quota still
+    allows) when that is less.
 
     Raises ForbiddenUrlError (a URL or redirect refused by the rules), ProcessingError
     (network, HTTP status, timeouts), PayloadTooLargeError, UnsupportedMediaError.
@@ -439,7 +443,7 @@ async def download(
     try:
         try:
             async with deadline:
-                fetch = _Fetch(settings, policy, spool, on_progress)
+                fetch = _Fetch(settings, policy, spool, on_progress, _cap(settings, quota_left))
                 result = await fetch.run(url)
                 await spool.close()
         except TimeoutError:
@@ -458,12 +462,24 @@ async def download(
     return result
 
 
+def _cap(settings: Settings, quota_left: int | None) -> tuple[int, str]:
+    """The most bytes a download may have, and the error that says so."""
+    cap = settings.max_upload_bytes
+    if quota_left is not None and quota_left < cap:
+        return quota_left, (
+            f"The file at the URL is larger than the {human_size(quota_left)} your storage "
+            "quota has left; delete videos to make room"
+        )
+    return cap, f"The file at the URL is larger than the {human_size(cap)} limit"
+
+
 @dataclass
 class _Fetch:
     settings: Settings
     policy: AddressPolicy
     spool: _Spool
     on_progress: ProgressCallback | None
+    cap: tuple[int, str]
 
     async def run(self, url: str) -> Downloaded:
         checked = check_url(url, self.settings)
@@ -516,10 +532,8 @@ class _Fetch:
         status = response.status
         if not 200 <= status < 300:
             raise ProcessingError(f"The server answered {_status_text(status)}")
-        cap = self.settings.max_upload_bytes
-        too_large = PayloadTooLargeError(
-            f"The file at the URL is larger than the {human_size(cap)} limit"
-        )
+        cap, message = self.cap
+        too_large = PayloadTooLargeError(message)
         declared = _content_length(response)
         if declared is not None and declared > cap:
             raise too_large

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 
+from clipo_gql.auth.quotas import quota_left
 from clipo_gql.errors import ClipoError, ProcessingError
 from clipo_gql.fetch import download
 from clipo_gql.media import Media, ProbeResult
@@ -172,7 +173,8 @@ class Pipeline:
                 await bar.at(DOWNLOADED * received / total)
 
         dest.parent.mkdir(parents=True, exist_ok=True)
-        got = await download(video.source_url, dest, self.settings, on_bytes)
+        left = await quota_left(self.settings, video)
+        got = await download(video.source_url, dest, self.settings, on_bytes, quota_left=left)
         fields = {"filename": got.filename, "size_bytes": got.size}
         return await self.videos.record(video.id, fields) is not None
 

@@ -170,6 +170,32 @@ async def test_download_failures_end_failed_with_a_reason(
     assert video_files(api.settings) == []
 
 
+async def test_a_download_stops_at_what_the_storage_quota_has_left(
+    settings: Settings, source: tuple[str, int, list[str]], clips: Any, redis: Any
+):
+    """A URL's size is unknown when it is admitted: the worker caps the download instead."""
+    base, port, _ = source
+    size = clips.h264_aac.stat().st_size
+    quota = size + size // 2
+    limited = settings.model_copy(
+        update={
+            "url_fetch_allow_private": True,
+            "url_fetch_allowed_ports": str(port),
+            "quota_bytes": quota,
+        }
+    )
+    async for api in run_server(limited):
+        first = await submit(api, f"{base}/files/clip.mp4")
+        assert (await asyncio.wait_for(watch(api, first["id"]), 60))[-1]["status"] == "DONE"
+        # Under the quota, so admitted; the file is more than the half clip left.
+        second = await submit(api, f"{base}/files/clip.mp4")
+        final = (await asyncio.wait_for(watch(api, second["id"]), 60))[-1]
+        assert final["status"] == "FAILED"
+        assert "your storage quota has left" in final["error"], final["error"]
+        assert "delete videos to make room" in final["error"]
+        assert not (api.settings.media_dir / "videos" / second["id"] / "original").exists()
+
+
 @pytest.mark.parametrize(
     "url",
     [

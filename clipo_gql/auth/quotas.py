@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from typing import Any
 
+from bson import ObjectId
 from limits import RateLimitItem, parse
 from limits.aio.storage import RedisStorage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -97,21 +98,13 @@ class Quotas:
             )
         quota = self.settings.quota_bytes
         if quota is not None:
-            used = await self._stored_bytes(key)
+            used = await stored_bytes(key)
             if used + (size_bytes or 0) > quota or (size_bytes is None and used >= quota):
                 raise QuotaExceededError(
                     f"This would exceed your storage quota of {human_size(quota)} "
                     f"({human_size(used)} used); delete videos to make room"
                 )
         await self._within_rate(key, count=True)
-
-    async def _stored_bytes(self, key: str) -> int:
-        pipeline: list[dict[str, Any]] = [
-            {"$match": {"limit_key": key}},
-            {"$group": {"_id": None, "total": {"$sum": "$size_bytes"}}},
-        ]
-        rows = await Video.get_motor_collection().aggregate(pipeline).to_list(1)
-        return int(rows[0]["total"]) if rows else 0
 
     async def _rate_limited(self, key: str) -> RateLimitedError:
         stats = await self.limiter.get_window_stats(self.rate, "videos", key)
@@ -120,6 +113,29 @@ class Quotas:
             f"Too many new videos ({self.rate}); try again in {max(1, retry_after)} s",
             retry_after=retry_after,
         )
+
+
+async def stored_bytes(key: str, excluding: ObjectId | None = None) -> int:
+    """The `sizeBytes` of every video counted under `key`, but `excluding`."""
+    match: dict[str, Any] = {"limit_key": key}
+    if excluding is not None:
+        match["_id"] = {"$ne": excluding}
+    pipeline: list[dict[str, Any]] = [
+        {"$match": match},
+        {"$group": {"_id": None, "total": {"$sum": "$size_bytes"}}},
+    ]
+    rows = await Video.get_motor_collection().aggregate(pipeline).to_list(1)
+    return int(rows[0]["total"]) if rows else 0
+
+
+async def quota_left(settings: Settings, video: Video) -> int | None:
+    """The bytes a URL's download may take under its owner's QUOTA_BYTES (None: no quota).
+
+    A submitted URL's size is unknown when it is admitted, so the worker caps the download
+    here, against what the owner's other videos hold by then."""
+    if settings.quota_bytes is None or video.limit_key is None:
+        return None
+    return max(0, settings.quota_bytes - await stored_bytes(video.limit_key, excluding=video.id))
 
 
 class ConnectionCounter:
