@@ -197,12 +197,18 @@ async def alternate(
     ours: Callable[[], Awaitable[float]],
     baseline: Callable[[], Awaitable[float]],
 ) -> tuple[list[float], list[float]]:
-    """Run both `repeats` times, interleaved (ours, baseline, ours, ...)."""
+    """Run both `repeats` times, interleaved, the order swapped each round (ours, baseline,
+    baseline, ours, ...): whichever runs second in a round (warmer caches, a busier
+    machine) is then not always the same side."""
     a: list[float] = []
     b: list[float] = []
-    for _ in range(repeats):
-        a.append(await ours())
-        b.append(await baseline())
+    for round_ in range(repeats):
+        if round_ % 2:
+            b.append(await baseline())
+            a.append(await ours())
+        else:
+            a.append(await ours())
+            b.append(await baseline())
     return a, b
 
 
