@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import logging
 import secrets
 import sys
@@ -62,7 +63,7 @@ def dev(settings: Settings, host: str, port: int, *, auth: bool = False) -> None
             log.warning(
                 "Nothing answered at the default Redis: started a private one at %s", redis_url
             )
-        settings = settings.model_copy(
+        settings = _dev_queue(settings).model_copy(
             update={"redis_url": redis_url, "frontend_dir": _dev_frontend(settings)}
         )
         if auth:
@@ -79,6 +80,29 @@ def dev(settings: Settings, host: str, port: int, *, auth: bool = False) -> None
                 DEV_OWNER, DEV_TOKEN_TTL // 3600, host, port, token,
             )  # fmt: skip
         _serve(settings, host, port, embedded=True)
+
+
+def _dev_queue(settings: Settings) -> Settings:
+    """On the stand-in, a queue and channels of this dev server's own (QUEUE_NAME and
+    REDIS_PREFIX, where set, still win).
+
+    Its videos live in its process: on the shared default queue another dev server (or a
+    test run) on the same Redis would take its jobs, find no such video and drop them. The
+    name comes from MEDIA_DIR, so one folder's queued jobs are found again after a restart.
+    """
+    if settings.mongodb_url:
+        return settings
+    tag = hashlib.sha256(str(settings.media_dir.resolve()).encode()).hexdigest()[:12]
+    update: dict[str, object] = {}
+    if "queue_name" not in settings.model_fields_set:
+        update["queue_name"] = f"clipo-dev:{tag}:queue"
+    if "redis_prefix" not in settings.model_fields_set:
+        update["redis_prefix"] = f"clipo-dev:{tag}"
+    if update:
+        log.info(
+            "clipo-gql dev: jobs on the queue %s", update.get("queue_name", settings.queue_name)
+        )
+    return settings.model_copy(update=update)
 
 
 def _dev_auth(settings: Settings) -> Settings:

@@ -54,17 +54,17 @@ class DevServer:
 
 
 @contextlib.contextmanager
-def running_dev(folder: Path, **settings: str) -> Iterator[DevServer]:
+def running_dev(folder: Path, *, own_queue: bool = True, **settings: str) -> Iterator[DevServer]:
     """`clipo-gql dev` as a person runs it, on a free port, with its own media folder, queue
     and channels (and `settings` as environment); its output in folder/dev.log. Stopped with
-    SIGINT, as Ctrl-C does."""
+    SIGINT, as Ctrl-C does. `own_queue=False` leaves QUEUE_NAME and REDIS_PREFIX unset."""
     port = free_port()
     prefix = f"clipo-test-{uuid.uuid4().hex[:12]}"
+    queue = {"QUEUE_NAME": f"{prefix}:queue", "REDIS_PREFIX": prefix} if own_queue else {}
     env = environment(
         MEDIA_DIR=str(folder / "media"),
         REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-        QUEUE_NAME=f"{prefix}:queue",
-        REDIS_PREFIX=prefix,
+        **queue,
         **settings,
     )
     with (folder / "dev.log").open("wb") as log:
@@ -81,6 +81,33 @@ def running_dev(folder: Path, **settings: str) -> Iterator[DevServer]:
         proc.wait(timeout=30)
 
 
+def upload(url: str, clip: Path) -> str:
+    with clip.open("rb") as fh:
+        response = httpx.post(
+            f"{url}/graphql",
+            data={
+                "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
+                '{ id } }", "variables": {"f": null}}',
+                "map": '{"0": ["variables.f"]}',
+            },
+            files={"0": ("clip.mp4", fh, "video/mp4")},
+            headers={"apollo-require-preflight": "true"},
+        )
+    video_id: str = response.json()["data"]["uploadVideo"]["id"]
+    return video_id
+
+
+def final_state(url: str, video_id: str, seconds: float = 30) -> dict[str, Any]:
+    """The video once DONE or FAILED, or as it is after `seconds`."""
+    query = {"query": f'{{ video(id: "{video_id}") {{ status thumbnailUrl }} }}'}
+    deadline = time.monotonic() + seconds
+    while True:
+        video: dict[str, Any] = httpx.post(f"{url}/graphql", json=query).json()["data"]["video"]
+        if video["status"] in ("DONE", "FAILED") or time.monotonic() > deadline:
+            return video
+        time.sleep(0.1)
+
+
 def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
     with running_dev(tmp_path) as dev:
         url = dev.url
@@ -90,28 +117,33 @@ def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
         with connect(ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
             assert ws.response is not None
             assert "Sec-WebSocket-Extensions" not in ws.response.headers
-        with clips.h264_aac.open("rb") as fh:
-            response = httpx.post(
-                f"{url}/graphql",
-                data={
-                    "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
-                    '{ id } }", "variables": {"f": null}}',
-                    "map": '{"0": ["variables.f"]}',
-                },
-                files={"0": ("clip.mp4", fh, "video/mp4")},
-                headers={"apollo-require-preflight": "true"},
-            )
-        video_id = response.json()["data"]["uploadVideo"]["id"]
-        query = {"query": f'{{ video(id: "{video_id}") {{ status thumbnailUrl }} }}'}
-        deadline = time.monotonic() + 30
-        while True:
-            video = httpx.post(f"{url}/graphql", json=query).json()["data"]["video"]
-            if video["status"] in ("DONE", "FAILED") or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        video_id = upload(url, clips.h264_aac)
+        video = final_state(url, video_id)
         assert video == {"status": "DONE", "thumbnailUrl": f"{url}/thumbnails/{video_id}.jpg"}
     assert dev.proc.returncode == 0
     assert "NOTHING IS PERSISTED" in (tmp_path / "dev.log").read_text()
+
+
+def test_two_dev_servers_on_one_redis_keep_their_own_jobs(tmp_path: Path, clips: Any):
+    """On the stand-in each dev server's videos live in its process: on a shared queue one
+    would take the other's jobs and drop them (no such video there)."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with (
+        running_dev(tmp_path / "a", own_queue=False) as a,
+        running_dev(tmp_path / "b", own_queue=False) as b,
+    ):
+        uploaded = [(dev, upload(dev.url, clips.h264_aac)) for _ in range(3) for dev in (a, b)]
+        finals = [final_state(dev.url, video_id, 60)["status"] for dev, video_id in uploaded]
+        assert finals == ["DONE"] * 6
+    queues = [
+        line.split("jobs on the queue ")[1]
+        for folder in ("a", "b")
+        for line in (tmp_path / folder / "dev.log").read_text().splitlines()
+        if "jobs on the queue " in line
+    ]
+    assert len(set(queues)) == 2, queues
+    assert "clipo:queue" not in queues
 
 
 @pytest.mark.parametrize("command", ["serve", "worker"])
