@@ -23,6 +23,7 @@ from clipo_gql.connections import create_redis, init_mongo
 from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.graphql_view import PREFLIGHT_HEADERS, ClipoGraphQL
 from clipo_gql.limits import BodySizeLimit, MiB
+from clipo_gql.logs import RequestIdMiddleware
 from clipo_gql.routes import routes
 from clipo_gql.schema import build_schema
 from clipo_gql.settings import Settings
@@ -84,7 +85,8 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
     logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
     graphql = ClipoGraphQL(build_schema(settings), settings)
     middleware = [
-        Middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=MiB)
+        Middleware(RequestIdMiddleware),
+        Middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=MiB),
     ]
     if settings.origins:
         middleware.append(
@@ -93,7 +95,13 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
                 allow_origins=list(settings.origins),
                 allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
                 allow_headers=["authorization", "content-type", "range", *PREFLIGHT_HEADERS],
-                expose_headers=["content-range", "content-length", "accept-ranges", "etag"],
+                expose_headers=[
+                    "content-range",
+                    "content-length",
+                    "accept-ranges",
+                    "etag",
+                    "x-request-id",
+                ],
             )
         )
     app_routes: list[BaseRoute] = [

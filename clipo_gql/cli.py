@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from clipo_gql import logs
 from clipo_gql.auth.credentials import check_config
 from clipo_gql.connections import MISSING_MONGODB, ConfigError
 from clipo_gql.settings import Settings
@@ -29,7 +30,6 @@ CHECKOUT_FRONTEND = Path(__file__).resolve().parent.parent / "frontend-example"
 def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
     import uvicorn
 
-    from clipo_gql.access_log import log_config
     from clipo_gql.app import create_app
 
     app = create_app(settings, embedded=embedded)
@@ -47,7 +47,7 @@ def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
         # default 127.0.0.1): the per-address limits must not be dodged with a header.
         proxy_headers=True,
         log_level="info",
-        log_config=log_config(),
+        log_config=logs.uvicorn_config(settings),
         ws_max_size=1024 * 1024,
         # Status messages are a few hundred bytes; compressing each one for each subscriber
         # was a tenth of the CPU of a fan-out to a thousand of them (bench row 6).
@@ -179,9 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "token":
         token(settings, args.sub, admin=args.admin, ttl=args.ttl)
         return
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(settings)
     if args.command != "dev" and not settings.mongodb_url:
         # The same check as connections.init_mongo, made before uvicorn/arq print tracebacks.
         parser.exit(2, f"clipo-gql {args.command}: {MISSING_MONGODB}\n")

@@ -126,6 +126,7 @@ class Pipeline:
             log.warning("could not mark interrupted video %s as PENDING", video_id, exc_info=True)
 
     async def _fail(self, video_id: ObjectId, reason: str) -> None:
+        log.info("video %s FAILED: %s", video_id, reason)
         self.storage.remove_outputs(video_id)
         await self.videos.fail(video_id, reason)
 
@@ -163,6 +164,8 @@ class Pipeline:
         if await self.videos.finish(video_id, {"remuxed": remuxed}) is None:
             # Deleted while we worked: the delete may have run before our files appeared.
             await self.storage.remove_video(video_id)
+        else:
+            log.info("video %s DONE (%s)", video_id, "remuxed" if remuxed else "transcoded")
 
     async def _download(self, video: Video, dest: Path, bar: _ProgressBar) -> bool:
         assert video.id is not None

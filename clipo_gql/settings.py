@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     queue_name: str = "clipo:queue"
     redis_prefix: str = "clipo"
+    # json: one object a line, with the video id and request id (logs.py)
+    log_format: Literal["text", "json"] = "text"
 
     # ffmpeg/ffprobe bounds (security.md)
     probe_timeout_seconds: float = Field(default=30, gt=0)

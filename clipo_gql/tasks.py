@@ -17,6 +17,7 @@ from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import RedisError
 
+from clipo_gql import logs
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
 from clipo_gql.media import Media
@@ -106,9 +107,12 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
     lease = asyncio.create_task(
         _hold_lease(wctx["redis"], ctx["job_id"], wctx["settings"].job_lease_seconds)
     )
+    # Every line logged for this job (ffmpeg's failures, outages) names the video.
+    logged_as = logs.video_id.set(video_id)
     try:
         await _run_through_outages(wctx["pipeline"], oid)
     finally:
+        logs.video_id.reset(logged_as)
         await _stop(lease)
 
 
