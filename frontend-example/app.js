@@ -2,6 +2,9 @@
 // in api.js; this file only turns their results into DOM.
 import { createApi } from "./api.js";
 
+// Reached only once every import loaded (index.html explains the page otherwise).
+window.clipoStarted = true;
+
 // The bearer token, when the API runs with AUTH_MODE=required: opened as `#token=...`
 // (what `clipo-gql dev --auth` prints), or pasted into the sign-in form. Kept in
 // sessionStorage (this tab only, gone when it closes) and taken out of the address bar.

@@ -254,3 +254,29 @@ async def test_load_more_pages_through_the_list(page: Page, dev_server: DevServe
     await expect(names).to_have_count(total_count)
     await expect(names.nth(12)).to_have_text("page-00.mp4")
     await expect(page.locator("#load-more")).to_be_hidden()
+
+
+@pytest.fixture
+def dev_without_packages(tmp_path: Path) -> Iterator[DevServer]:
+    """The example app as a new user finds it after `uv run clipo-gql dev` without `npm ci`."""
+    site = tmp_path / "site"
+    shutil.copytree(
+        Path(__file__).resolve().parents[2] / "frontend-example", site,
+        ignore=shutil.ignore_patterns("node_modules"),
+    )  # fmt: skip
+    with running_dev(tmp_path, FRONTEND_DIR=str(site)) as dev:
+        yield dev
+
+
+async def test_without_its_npm_packages_the_page_says_how_to_install_them(
+    browser: Browser, dev_without_packages: DevServer
+):
+    page = await browser.new_page()
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status >= 400 else None)
+    await page.goto(dev_without_packages.url + "/")
+    notice = page.locator("#not-started")
+    await expect(notice).to_be_visible()
+    await expect(notice).to_contain_text("npm ci")
+    assert any("graphql-ws" in url for url in missing), missing
+    await page.close()
