@@ -98,11 +98,10 @@ def _dev_queue(settings: Settings) -> Settings:
         update["queue_name"] = f"clipo-dev:{tag}:queue"
     if "redis_prefix" not in settings.model_fields_set:
         update["redis_prefix"] = f"clipo-dev:{tag}"
+    settings = settings.model_copy(update=update)
     if update:
-        log.info(
-            "clipo-gql dev: jobs on the queue %s", update.get("queue_name", settings.queue_name)
-        )
-    return settings.model_copy(update=update)
+        log.info("clipo-gql dev: jobs on the queue %s", settings.queue_name)
+    return settings
 
 
 def _dev_auth(settings: Settings) -> Settings:

@@ -18,6 +18,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipo_gql.access_log import log_config as text_uvicorn_config
@@ -81,25 +82,17 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        given = _header(scope, b"x-request-id")
+        given = Headers(scope=scope).get("x-request-id")
         current = given if given and SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id.set(current)
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", current.encode()))
-                message = {**message, "headers": headers}
+                message.setdefault("headers", [])  # optional in ASGI
+                MutableHeaders(scope=message).append("x-request-id", current)
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             request_id.reset(token)
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None

@@ -65,24 +65,24 @@ async def enqueue_active(redis: ArqRedis) -> int:
 
 
 async def housekeeping(redis: ArqRedis, storage: Storage, settings: Settings) -> None:
-    """Every REQUEUE_INTERVAL_SECONDS, through outages, the pass a worker also makes at start
-    (`housekeeping_pass`)."""
+    """Through outages: remove what dead processes left (`sweeper.sweep`) at start and every
+    REQUEUE_INTERVAL_SECONDS, and as often queue the videos whose job is missing (the
+    worker's start-up made that pass already, `requeue_missing`)."""
     while True:
+        try:
+            await sweep(storage, settings.orphan_grace_seconds)
+        except (PyMongoError, OSError) as exc:
+            log.warning("could not look for abandoned files: %s", exc)
         await asyncio.sleep(settings.requeue_interval_seconds)
-        await housekeeping_pass(redis, storage, settings)
+        await requeue_missing(redis)
 
 
-async def housekeeping_pass(redis: ArqRedis, storage: Storage, settings: Settings) -> None:
-    """Queue the videos whose job is missing (`enqueue_active`) and remove what dead processes
-    left (`sweeper.sweep`); outages are logged and left to the next pass."""
+async def requeue_missing(redis: ArqRedis) -> None:
+    """`enqueue_active`, with an outage logged and left to the next pass."""
     try:
         await enqueue_active(redis)
     except (RedisError, PyMongoError, OSError) as exc:
         log.warning("could not check for unqueued videos: %s", exc)
-    try:
-        await sweep(storage, settings.orphan_grace_seconds)
-    except (PyMongoError, OSError) as exc:
-        log.warning("could not look for abandoned files: %s", exc)
 
 
 async def cancel_processing(redis: ArqRedis, video_id: ObjectId) -> None:
@@ -189,9 +189,9 @@ def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
         if own_mongo:
             ctx["mongo"] = await init_mongo(settings, allow_stand_in=False)
         ctx.update(build_context(settings, ctx["redis"]))
-        # The first pass before "ready": whoever waits for it (a supervisor, a test storing
-        # videos) then knows jobs lost by a Redis restart are back in the queue.
-        await housekeeping_pass(ctx["redis"], ctx["pipeline"].storage, settings)
+        # Before "ready": whoever waits for it (a supervisor, a test storing videos) then
+        # knows the jobs lost by a Redis restart are back in the queue.
+        await requeue_missing(ctx["redis"])
         ctx["requeuer"] = asyncio.create_task(
             housekeeping(ctx["redis"], ctx["pipeline"].storage, settings)
         )

@@ -98,41 +98,39 @@ async def run_server(
 ) -> AsyncIterator[Server]:
     """The app on a loopback port. `embedded` allows the stand-in and, unless `worker` is
     False (for tests that run jobs themselves), runs the in-process worker."""
-    with contextlib.ExitStack() as stack:
-        if embedded and not worker:
-            stack.enter_context(mock.patch.object(app_module, "run_embedded_worker", no_worker))
-        async for running in _serve(settings, embedded=embedded, worker=worker):
-            yield running
+    patched = (
+        mock.patch.object(app_module, "run_embedded_worker", no_worker)
+        if embedded and not worker
+        else contextlib.nullcontext()
+    )
+    with patched:
+        app = create_app(settings, embedded=embedded)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("server stopped during start-up")
+            await asyncio.sleep(0.01)
+        if embedded and worker:
+            await worker_ready(settings, task)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            yield Server(url=url, settings=settings, http=http)
+        server.should_exit = True
+        await task
+        if settings.mongodb_url:
+            from motor.motor_asyncio import AsyncIOMotorClient
+
+            client: Any = AsyncIOMotorClient(settings.mongodb_url)
+            await client.drop_database(settings.mongodb_database)
+            client.close()
 
 
 async def no_worker(settings: Settings) -> None:
     await asyncio.Event().wait()
-
-
-async def _serve(settings: Settings, *, embedded: bool, worker: bool) -> AsyncIterator[Server]:
-    app = create_app(settings, embedded=embedded)
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("server stopped during start-up")
-        await asyncio.sleep(0.01)
-    if embedded and worker:
-        await worker_ready(settings, task)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        yield Server(url=url, settings=settings, http=http)
-    server.should_exit = True
-    await task
-    if settings.mongodb_url:
-        from motor.motor_asyncio import AsyncIOMotorClient
-
-        client: Any = AsyncIOMotorClient(settings.mongodb_url)
-        await client.drop_database(settings.mongodb_database)
-        client.close()
 
 
 async def worker_ready(settings: Settings, serving: asyncio.Task[None]) -> None:

@@ -134,7 +134,8 @@ def test_two_dev_servers_on_one_redis_keep_their_own_jobs(tmp_path: Path, clips:
         running_dev(tmp_path / "b", own_queue=False) as b,
     ):
         uploaded = [(dev, upload(dev.url, clips.h264_aac)) for _ in range(3) for dev in (a, b)]
-        finals = [final_state(dev.url, video_id, 60)["status"] for dev, video_id in uploaded]
+        # Well within the 60 s after which a requeue pass would bring a dropped job back.
+        finals = [final_state(dev.url, video_id, 20)["status"] for dev, video_id in uploaded]
         assert finals == ["DONE"] * 6
     queues = [
         line.split("jobs on the queue ")[1]
