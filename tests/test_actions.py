@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from clipo_gql.models import Video
 from clipo_gql.settings import Settings
 from tests.conftest import Server, run_server, video_files
 from tests.test_api import upload_id, watch
+from tests.test_media import alive
 from tests.wsclient import subscribe
 
 RETRY = "mutation($id: ID!) { retryVideo(id: $id) { id status error progress } }"
@@ -98,18 +98,9 @@ async def delete_mid_job(server: Server, clips: Any, pid_file: Path) -> None:
     await asyncio.wait_for(watcher, 10)  # the subscription completes
     assert states[-1] == "PROCESSING"
     async with asyncio.timeout(10):
-        while process_exists(ffmpeg):  # noqa: ASYNC110
+        while alive(ffmpeg):  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # let the cancelled job finish its clean-up
     assert await Video.find_all().count() == 0
     assert not (server.settings.media_dir / "videos" / video_id).exists()
     assert video_files(server.settings) == []
-
-
-def process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -383,7 +383,8 @@ async def read_pids(pids: Path) -> list[int]:
 def alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # The second: it exited between opening its stat file and reading it.
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has finished running
 
