@@ -25,6 +25,7 @@ from clipo_gql.errors import (
 )
 from clipo_gql.fetch import filename_from_url, validate_url
 from clipo_gql.models import Video, VideoSource
+from clipo_gql.ops.metrics import VIDEOS_CREATED
 from clipo_gql.state import AppState
 from clipo_gql.tasks import cancel_processing, enqueue_processing
 from clipo_gql.uploads import ReceivedFile, safe_filename, sniff_video
@@ -116,6 +117,7 @@ async def _store_and_queue(app: AppState, video: Video) -> Video:
         await video.insert()
         inserted = True
         await enqueue_processing(app.redis, video.id)
+        VIDEOS_CREATED.labels(video.source.value.lower()).inc()
     except (PyMongoError, RedisError, OSError) as exc:
         log.warning("upload %s rolled back: %r", video.id, exc)
         await _undo(app, video, inserted)

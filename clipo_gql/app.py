@@ -24,6 +24,8 @@ from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.graphql_view import PREFLIGHT_HEADERS, ClipoGraphQL
 from clipo_gql.limits import BodySizeLimit, MiB
 from clipo_gql.logs import RequestIdMiddleware
+from clipo_gql.ops.exporter import metrics_route
+from clipo_gql.ops.http_metrics import HttpMetrics
 from clipo_gql.routes import routes
 from clipo_gql.schema import build_schema
 from clipo_gql.settings import Settings
@@ -85,6 +87,8 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
     logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)
     graphql = ClipoGraphQL(build_schema(settings), settings)
     middleware = [
+        # Outermost: it counts what the inner layers refuse too.
+        *([Middleware(HttpMetrics)] if settings.metrics_enabled else []),
         Middleware(RequestIdMiddleware),
         Middleware(BodySizeLimit, upload_bytes=settings.max_upload_bytes, other_bytes=MiB),
     ]
@@ -108,6 +112,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         *routes,
+        *([metrics_route()] if settings.metrics_enabled else []),
     ]
     if settings.frontend_dir is not None:
         # Last, so it only answers paths no API route claims; StaticFiles refuses `..` escapes.

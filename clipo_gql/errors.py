@@ -127,3 +127,11 @@ class ProcessingError(ClipoError):
 
     code = "UNSUPPORTED_MEDIA"
     http_status = 422
+
+
+def _codes(cls: type[ClipoError]) -> set[str]:
+    return {cls.code}.union(*(_codes(sub) for sub in cls.__subclasses__()))
+
+
+# Every `extensions.code` a client can see (metrics label errors by it, never by message).
+CODES = frozenset(_codes(ClipoError) | {"BAD_USER_INPUT"})

@@ -41,6 +41,7 @@ from clipo_gql.errors import (
     ProcessingError,
     UnsupportedMediaError,
 )
+from clipo_gql.ops.metrics import URL_DOWNLOAD_BYTES
 from clipo_gql.settings import Settings
 from clipo_gql.units import human_size
 from clipo_gql.uploads import HEAD_BYTES, safe_filename, sniff_video
@@ -559,6 +560,7 @@ class _Fetch:
             pending.append(chunk)
             pending_bytes += len(chunk)
             if pending_bytes >= _WRITE_BYTES:
+                URL_DOWNLOAD_BYTES.inc(pending_bytes)
                 await self.spool.write(pending)
                 pending, pending_bytes = [], 0
             if self.on_progress is not None and loop.time() - last_report >= _PROGRESS_INTERVAL:
@@ -566,6 +568,7 @@ class _Fetch:
                 await self.on_progress(received, declared)
         if not sniffed:
             _require_video(head, content_type)
+        URL_DOWNLOAD_BYTES.inc(pending_bytes)
         await self.spool.write(pending)
         if self.on_progress is not None:
             await self.on_progress(received, declared)

@@ -14,7 +14,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
 from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
@@ -30,6 +30,7 @@ from clipo_gql.auth.quotas import WS_TRY_AGAIN_LATER, limit_key
 from clipo_gql.errors import BadUserInputError, ClipoError, UnauthenticatedError
 from clipo_gql.fanout import encode_shared
 from clipo_gql.limits import error_response
+from clipo_gql.ops.metrics import UPLOAD_BYTES, WEBSOCKET_MESSAGES
 from clipo_gql.settings import Settings
 from clipo_gql.state import Context, app_state
 from clipo_gql.uploads import MultipartLimits, ReceivedFile, receive_multipart
@@ -66,6 +67,7 @@ class StreamingUploadAdapter(StarletteRequestAdapter):
             MultipartLimits(max_file_bytes=app.settings.max_upload_bytes),
         )
         received.extend(files.values())
+        UPLOAD_BYTES.inc(sum(file.size for file in files.values()))
         for name in ("operations", "map"):
             if name not in fields:
                 raise BadUserInputError(f"The multipart request has no `{name}` field")
@@ -104,8 +106,15 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             await self.websocket.close(code=4408, reason="Connection initialisation timeout")
 
 
+class CountingWebSocketAdapter(ASGIWebSocketAdapter):
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        await super().send_json(message)
+        WEBSOCKET_MESSAGES.inc()
+
+
 class ClipoGraphQL(GraphQL[Context, None]):
     request_adapter_class = StreamingUploadAdapter
+    websocket_adapter_class = CountingWebSocketAdapter
     graphql_ws_handler_class = LegacyWSHandler
 
     def __init__(self, schema: BaseSchema, settings: Settings) -> None:

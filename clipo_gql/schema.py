@@ -27,6 +27,9 @@ from clipo_gql.errors import BadUserInputError
 from clipo_gql.fanout import SharedEventExecutor, shared_view
 from clipo_gql.graphql_errors import ErrorCodes, log_unexpected
 from clipo_gql.models import VideoStatus
+from clipo_gql.ops.graphql import OpsQuery
+from clipo_gql.ops.metrics import SUBSCRIPTIONS
+from clipo_gql.ops.operation_metrics import OperationMetrics
 from clipo_gql.pagination import encode_cursor, page
 from clipo_gql.query_cache import QUERY_CACHE_SIZE, ParseOnce
 from clipo_gql.query_limits import alias_limit, depth_limit
@@ -57,7 +60,7 @@ def _caller(info: Info) -> actions.Caller:
 
 
 @strawberry.type
-class Query(AuthQuery):
+class Query(AuthQuery, OpsQuery):
     @strawberry.field(description="A video by id; null when there is none (or it is not yours).")
     async def video(self, info: Info, id: strawberry.ID) -> Video | None:
         doc = await find_video(info.context.principal, _video_id(id))
@@ -131,8 +134,12 @@ class Subscription:
         video_id = _video_id(id)
         context = info.context
         app = context.app
-        async for doc in app.videos.watch(app.hub, video_id, context.principal):
-            yield shared_view(doc, context.base_url, app.links)
+        SUBSCRIPTIONS.inc()
+        try:
+            async for doc in app.videos.watch(app.hub, video_id, context.principal):
+                yield shared_view(doc, context.base_url, app.links)
+        finally:
+            SUBSCRIPTIONS.dec()
 
 
 class ClipoSchema(strawberry.Schema):
@@ -165,8 +172,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         # validation cache is keyed by that document.
         ParseOnce,
         lambda: ValidationCache(maxsize=QUERY_CACHE_SIZE),
-        ErrorCodes,
     ]
+    if settings is None or settings.metrics_enabled:
+        extensions.append(OperationMetrics)
+    extensions.append(ErrorCodes)
     return ClipoSchema(
         query=Query,
         mutation=Mutation,

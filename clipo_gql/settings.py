@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     queue_name: str = "clipo:queue"
     redis_prefix: str = "clipo"
+    # The job monitor (ops/monitor.py): a worker missing three beats is gone.
+    worker_heartbeat_seconds: float = Field(default=5, gt=0)
+    # Prometheus: the API's `/metrics`, and a worker's own port (unset: a worker serves none).
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+    worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    worker_metrics_host: str = "0.0.0.0"
     # json: one object a line, with the video id and request id (logs.py)
     log_format: Literal["text", "json"] = "text"
 

@@ -21,7 +21,9 @@ from clipo_gql import logs
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
 from clipo_gql.media import Media
-from clipo_gql.models import Video
+from clipo_gql.models import Video, VideoStatus
+from clipo_gql.ops.exporter import WorkerMetrics
+from clipo_gql.ops.monitor import Heartbeat
 from clipo_gql.processing import Pipeline
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage, parse_id
@@ -38,6 +40,7 @@ class WorkerContext(TypedDict):
     settings: Settings
     videos: VideoService
     pipeline: Pipeline
+    heartbeat: Heartbeat
 
 
 def job_id(video_id: ObjectId) -> str:
@@ -110,21 +113,21 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
     # Every line logged for this job (ffmpeg's failures, outages) names the video.
     logged_as = logs.video_id.set(video_id)
     try:
-        await _run_through_outages(wctx["pipeline"], oid)
+        with wctx["heartbeat"].job(video_id) as job:
+            job.outcome = await _run_through_outages(wctx["pipeline"], oid)
     finally:
         logs.video_id.reset(logged_as)
         await _stop(lease)
 
 
-async def _run_through_outages(pipeline: Pipeline, video_id: ObjectId) -> None:
+async def _run_through_outages(pipeline: Pipeline, video_id: ObjectId) -> VideoStatus | None:
     """Process the video, waiting out MongoDB outages: the job holds its lease meanwhile, so
     no other worker takes it, and arq's timeout still bounds the whole job. (arq's own Retry
     would spend one of the tries that count worker deaths, see `process_video`.)"""
     delay = 0.5
     while True:
         try:
-            await pipeline.run(video_id)
-            return
+            return await pipeline.run(video_id)
         except ConnectionFailure as exc:
             log.warning(
                 "MongoDB unavailable while processing video %s (%s); trying again in %.1f s",
@@ -156,7 +159,13 @@ def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
     storage.prepare()
     videos = VideoService(EventPublisher(redis, settings.redis_prefix))
     pipeline = Pipeline(settings, videos, Media(settings), storage)
-    return WorkerContext(redis=redis, settings=settings, videos=videos, pipeline=pipeline)
+    return WorkerContext(
+        redis=redis,
+        settings=settings,
+        videos=videos,
+        pipeline=pipeline,
+        heartbeat=Heartbeat(settings, redis),
+    )
 
 
 def _functions(settings: Settings) -> list[Any]:
@@ -184,24 +193,30 @@ def _worker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _lifecycle(settings: Settings, *, own_mongo: bool) -> dict[str, Any]:
+def worker_lifecycle(settings: Settings, *, own_mongo: bool, standalone: bool) -> dict[str, Any]:
+    """arq's on_startup/on_shutdown. `own_mongo`: connect to MongoDB (else the API process
+    has); `standalone`: a worker process of its own, which serves its metrics itself."""
+
     async def on_startup(ctx: dict[str, Any]) -> None:
         if own_mongo:
             ctx["mongo"] = await init_mongo(settings, allow_stand_in=False)
         ctx.update(build_context(settings, ctx["redis"]))
+        if standalone and settings.metrics_enabled and settings.worker_metrics_port is not None:
+            # `dev`'s worker metrics are in the API's /metrics: same process, same registry.
+            ctx["metrics"] = WorkerMetrics(settings, ctx["redis"])
+            ctx["metrics"].start()
         # Before "ready": whoever waits for it (a supervisor, a test storing videos) then
         # knows the jobs lost by a Redis restart are back in the queue.
         await requeue_missing(ctx["redis"])
         ctx["requeuer"] = asyncio.create_task(
             housekeeping(ctx["redis"], ctx["pipeline"].storage, settings)
         )
+        ctx["heartbeat"].start()
         # Supervisors and the topology tests wait for this line.
         log.info("worker ready: MongoDB and Redis answer, taking jobs from %s", settings.queue_name)
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
-        requeuer = ctx.get("requeuer")
-        if requeuer is not None:
-            await _stop(requeuer)
+        await _stop_helpers(ctx)
         mongo = ctx.get("mongo")
         if mongo is not None:
             mongo.close()
@@ -263,7 +278,7 @@ def embedded_worker(settings: Settings) -> PromptWorker:
         redis_settings=redis_settings(settings),
         handle_signals=False,
         **_worker_options(settings),
-        **_lifecycle(settings, own_mongo=False),
+        **worker_lifecycle(settings, own_mongo=False, standalone=False),
     )
 
 
@@ -294,10 +309,21 @@ async def _close(worker: PromptWorker) -> None:
         if worker._pool is not None:
             await worker._pool.aclose()
     finally:
-        # on_shutdown does not run when close() fails: stop the requeuer here too.
-        requeuer = worker.ctx.get("requeuer")
-        if requeuer is not None:
-            await _stop(requeuer)
+        # on_shutdown does not run when close() fails: stop the helpers here too.
+        await _stop_helpers(worker.ctx)
+
+
+async def _stop_helpers(ctx: dict[str, Any]) -> None:
+    """What on_startup started; each at most once (close() may follow on_shutdown)."""
+    requeuer = ctx.pop("requeuer", None)
+    if requeuer is not None:
+        await _stop(requeuer)
+    heartbeat = ctx.get("heartbeat")
+    if heartbeat is not None:
+        await heartbeat.stop()
+    metrics = ctx.pop("metrics", None)
+    if metrics is not None:
+        await metrics.stop()
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
@@ -323,6 +349,6 @@ def worker_settings(settings: Settings) -> type:
             "functions": _functions(settings),
             "redis_settings": redis_settings(settings),
             **_worker_options(settings),
-            **_lifecycle(settings, own_mongo=True),
+            **worker_lifecycle(settings, own_mongo=True, standalone=True),
         },
     )

@@ -36,6 +36,7 @@ from clipo_gql.errors import (
     ServiceUnavailableError,
 )
 from clipo_gql.models import Video, VideoStatus
+from clipo_gql.ops.metrics import LIMIT_REFUSALS, WEBSOCKET_CONNECTIONS
 from clipo_gql.settings import Settings
 from clipo_gql.units import human_size
 
@@ -64,6 +65,7 @@ class Quotas:
     def check_disk(self) -> None:
         free = shutil.disk_usage(self.settings.media_dir).free
         if free < self.settings.min_free_disk_bytes:
+            LIMIT_REFUSALS.labels("disk").inc()
             raise InsufficientStorageError(
                 "The server is low on disk space and accepts no new videos right now; "
                 "try again later"
@@ -82,6 +84,7 @@ class Quotas:
             # With Redis down nothing could be queued anyway: the answer uploads get then.
             raise ServiceUnavailableError(CANNOT_STORE) from exc
         if not allowed:
+            LIMIT_REFUSALS.labels("rate").inc()
             raise await self._rate_limited(key)
 
     async def admit_new_video(self, key: str, size_bytes: int | None) -> None:
@@ -92,6 +95,7 @@ class Quotas:
             limit=self.settings.max_active_videos,
         )
         if unfinished >= self.settings.max_active_videos:
+            LIMIT_REFUSALS.labels("active_videos").inc()
             raise QuotaExceededError(
                 f"You have {unfinished} videos waiting or processing, the most allowed; "
                 "wait for some to finish"
@@ -100,6 +104,7 @@ class Quotas:
         if quota is not None:
             used = await stored_bytes(key)
             if used + (size_bytes or 0) > quota or (size_bytes is None and used >= quota):
+                LIMIT_REFUSALS.labels("storage_quota").inc()
                 raise QuotaExceededError(
                     f"This would exceed your storage quota of {human_size(quota)} "
                     f"({human_size(used)} used); delete videos to make room"
@@ -150,14 +155,18 @@ class ConnectionCounter:
     def acquire(self, client: str) -> str | None:
         """Count a connection; the reason to refuse it instead (nothing counted then)."""
         if self.total >= self.total_cap:
+            LIMIT_REFUSALS.labels("websockets").inc()
             return "Too many connections to this server; try again later"
         if self.by_client[client] >= self.per_client:
+            LIMIT_REFUSALS.labels("websockets").inc()
             return f"Too many connections from this client (at most {self.per_client})"
         self.by_client[client] += 1
         self.total += 1
+        WEBSOCKET_CONNECTIONS.inc()
         return None
 
     def release(self, client: str) -> None:
+        WEBSOCKET_CONNECTIONS.dec()
         self.total -= 1
         self.by_client[client] -= 1
         if self.by_client[client] <= 0:
@@ -168,8 +177,10 @@ class ConnectionCounter:
         if old == new:
             return None
         if self.by_client[new] >= self.per_client:
+            LIMIT_REFUSALS.labels("websockets").inc()
             return f"Too many connections for this owner (at most {self.per_client})"
         self.release(old)
         self.by_client[new] += 1
         self.total += 1
+        WEBSOCKET_CONNECTIONS.inc()
         return None

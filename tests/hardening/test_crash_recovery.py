@@ -74,7 +74,7 @@ async def stored_video(settings: Settings, clip: Path) -> Video:
     return video
 
 
-def spawn_worker(settings: Settings, seed: str) -> subprocess.Popen[bytes]:
+def spawn_worker(settings: Settings, seed: str, **extra_env: str) -> subprocess.Popen[bytes]:
     env = {
         **{k: v for k, v in os.environ.items() if k != "MONGODB_URL" or settings.mongodb_url},
         "MEDIA_DIR": str(settings.media_dir),
@@ -84,6 +84,7 @@ def spawn_worker(settings: Settings, seed: str) -> subprocess.Popen[bytes]:
         "MONGODB_DATABASE": settings.mongodb_database,
         "JOB_LEASE_SECONDS": str(settings.job_lease_seconds),
         "CLIPO_TEST_SEED": seed,
+        **extra_env,
     }
     with (settings.media_dir.parent / "worker.log").open("ab") as log:
         return subprocess.Popen(

@@ -18,20 +18,21 @@ from bson import json_util
 from clipo_gql.connections import init_mongo
 from clipo_gql.models import Video
 from clipo_gql.settings import Settings
-from clipo_gql.tasks import build_context, run_worker
+from clipo_gql.tasks import run_worker, worker_lifecycle
 
 
 def main() -> None:
     settings = Settings()
+    lifecycle = worker_lifecycle(settings, own_mongo=False, standalone=True)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["mongo"] = await init_mongo(settings, allow_stand_in=True)
         seed = os.environ.get("CLIPO_TEST_SEED")
         if seed and not settings.mongodb_url:
             await Video.get_motor_collection().insert_one(json_util.loads(seed))
-        ctx.update(build_context(settings, ctx["redis"]))
+        await lifecycle["on_startup"](ctx)
 
-    run_worker(settings, on_startup=on_startup)
+    run_worker(settings, on_startup=on_startup, on_shutdown=lifecycle["on_shutdown"])
 
 
 if __name__ == "__main__":
