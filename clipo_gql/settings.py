@@ -111,6 +111,12 @@ class Settings(BaseSettings):
         # ffmpeg is handed `file:<absolute path>`; resolve once so every path we build is absolute.
         return value.expanduser().resolve()
 
+    @field_validator("metrics_token")
+    @classmethod
+    def _no_empty_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # compose passes `METRICS_TOKEN=` when unset: an empty token must not match `Bearer `.
+        return value if value is not None and value.get_secret_value().strip() else None
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_base_url(cls, value: str | None) -> str | None:

@@ -134,17 +134,21 @@ class Heartbeat:
         self.failed = 0
         self._task: asyncio.Task[None] | None = None
         self._warned = False
+        # Set when a job starts or ends: the monitor shows it then, not a heartbeat later.
+        self._changed = asyncio.Event()
 
     @contextlib.contextmanager
     def job(self, video_id: str) -> Iterator[_Job]:
         """Around one job: set `.outcome` to the video's final status when it has one."""
         job = self.running[video_id] = _Job()
         JOBS_RUNNING.inc()
+        self._changed.set()
         try:
             yield job
         finally:
             JOBS_RUNNING.dec()
             del self.running[video_id]
+            self._changed.set()
             if job.outcome is not None:
                 outcome = "done" if job.outcome is VideoStatus.DONE else "failed"
                 if outcome == "done":
@@ -185,7 +189,10 @@ class Heartbeat:
                 if not self._warned:  # once per outage: arq itself reports a lost Redis
                     log.warning("worker heartbeat not sent: %s", exc)
                     self._warned = True
-            await asyncio.sleep(self.settings.worker_heartbeat_seconds)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.worker_heartbeat_seconds):
+                    await self._changed.wait()
+            self._changed.clear()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())

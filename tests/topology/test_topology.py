@@ -21,6 +21,7 @@ from bson import ObjectId
 from tests.clips import Clips
 from tests.hardening.test_crash_recovery import children
 from tests.test_media import assert_gone
+from tests.test_ops import QUEUE, samples, value
 from tests.topology.clients import (
     OUTPUTS,
     Watcher,
@@ -30,7 +31,13 @@ from tests.topology.clients import (
     upload,
     upload_id,
 )
-from tests.topology.topology import Process, Topology, load_compose, media_files
+from tests.topology.topology import (
+    COMPOSE_VARIABLES,
+    Process,
+    Topology,
+    load_compose,
+    media_files,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -81,6 +88,33 @@ async def wait_for_status(http: httpx.AsyncClient, video_id: str, status: str) -
     raise AssertionError(f"{video_id} never became {status}")
 
 
+async def jobs_done(topo: Topology) -> tuple[int, float]:
+    """The jobs both workers ended DONE, as `queue` (for an admin) and as each worker's own
+    /metrics (with compose's METRICS_TOKEN) count them; both workers must be in each."""
+    admin = {"Authorization": f"Bearer {topo.token('ops', admin=True)}"}
+    async with httpx.AsyncClient(base_url=topo.api_urls[0], timeout=30, headers=admin) as api:
+        # A worker reports a job's end right after storing DONE: a moment after watchers saw it.
+        for _ in range(100):
+            queue = (await api.post("/graphql", json={"query": QUEUE})).json()["data"]["queue"]
+            if queue["running"] == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert queue["queued"] == queue["running"] == 0, queue
+    assert sorted(w["pid"] for w in queue["workers"]) == sorted(w.pid for w in topo.workers)
+    scraped = 0.0
+    token = {"Authorization": f"Bearer {COMPOSE_VARIABLES['METRICS_TOKEN']}"}
+    async with httpx.AsyncClient(timeout=30, headers=token) as http:
+        for worker in topo.workers:
+            url = f"http://127.0.0.1:{worker.env['WORKER_METRICS_PORT']}/metrics"
+            scrape = await http.get(url)
+            assert scrape.status_code == 200, scrape.text
+            scraped += value(samples(scrape.text), "clipo_jobs_total", outcome="done")
+            assert (
+                await http.get(url, headers={"Authorization": "Bearer nope"})
+            ).status_code == 401
+    return sum(w["jobsDone"] for w in queue["workers"]), scraped
+
+
 def test_the_processes_get_compose_wiring(topology: Topology):
     compose = load_compose()["services"]
     api, worker = topology.apis[0], topology.workers[0]
@@ -103,6 +137,7 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
 ):
     inputs = [clips.h264_aac, clips.vp9_opus, clips.odd_size, clips.h264_noaudio, clips.rotated]
     remuxed_inputs = {clips.h264_aac, clips.h264_noaudio, clips.rotated}
+    before = await jobs_done(topo)
     apis = [
         httpx.AsyncClient(base_url=url, timeout=60, headers=topo.headers()) for url in topo.api_urls
     ]
@@ -144,6 +179,8 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
             thumbs = [await api.get(f"/thumbnails/{video_id}.jpg") for api in apis]
             assert [t.status_code for t in thumbs] == [200, 200]
         assert incoming(topo) == []
+        monitored, scraped = await jobs_done(topo)
+        assert (monitored - before[0], scraped - before[1]) == (len(ids), len(ids))
     finally:
         for api in apis:
             await api.aclose()

@@ -51,11 +51,14 @@ TEST_ENVIRONMENT = {
     "RATE_LIMIT_VIDEOS": "100000/minute",
     "MAX_ACTIVE_VIDEOS": "100000",
     "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
+    # Workers' metrics on loopback only (each gets a free port in place of compose's 9101).
+    "WORKER_METRICS_HOST": "127.0.0.1",
 }
 # What `docker compose` would take from the environment for compose.yaml's ${VAR:?...}.
 COMPOSE_VARIABLES = {
     "AUTH_JWT_SECRET": "topology-jwt-secret-" + "x" * 32,
     "MEDIA_URL_SECRET": "topology-media-secret-" + "y" * 32,
+    "METRICS_TOKEN": "topology-metrics-token-" + "z" * 32,
 }
 INTERPOLATION = re.compile(r"\$\{(\w+)(?::([?-])([^}]*))?\}")
 
@@ -344,6 +347,8 @@ def build(
             **TEST_ENVIRONMENT,
             **(extra_env or {}),
         }
+        if "WORKER_METRICS_PORT" in env:  # one port per container, many local processes
+            env["WORKER_METRICS_PORT"] = str(free_port())
         name = f"{service_name}{index + 1}"
         if "healthcheck" in service:
             ready = _command_ok(_healthcheck(service, local_hosts))
