@@ -145,6 +145,23 @@ export function createApi(baseUrl, { token = () => null } = {}) {
       return data.videos;
     },
 
+    /**
+     * The Operations view's poll, in one request: the queue and its workers, and the latest
+     * FAILED videos. Only admins may read `queue` (FORBIDDEN otherwise, when auth is on).
+     */
+    async operations(failures = 10) {
+      return request(
+        `query ($failures: Int!) {
+          queue {
+            queued running
+            workers { id host pid startedAt lastSeenAt runningVideoIds jobsDone jobsFailed }
+          }
+          failed: videos(first: $failures, status: FAILED) { edges { node { id filename error } } }
+        }`,
+        { failures },
+      );
+    },
+
     async video(id) {
       const data = await request(`query ($id: ID!) { video(id: $id) { ${VIDEO_FIELDS} } }`, { id });
       return data.video;

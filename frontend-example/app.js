@@ -1,5 +1,6 @@
-// The page: an upload area, the list of videos (live), and a detail view. All API calls are
-// in api.js; this file only turns their results into DOM.
+// The page: an upload area, the list of videos (live), a detail view (at #<video id>), and
+// the Operations view (at #operations). All API calls are in api.js; this file only turns
+// their results into DOM.
 import { createApi } from "./api.js";
 
 // Reached only once every import loaded (index.html explains the page otherwise).
@@ -68,11 +69,11 @@ function summary(video) {
 
 // --- messages -------------------------------------------------------------------------
 
-function showMessage(text, kind = "error") {
+function showMessage(text, kind = "error", list = $("messages")) {
   const close = h("button", { type: "button", "aria-label": "Dismiss" }, "×");
   const item = h("li", { class: kind, role: kind === "error" ? "alert" : "status" }, text, close);
   close.onclick = () => item.remove();
-  $("messages").append(item);
+  list.append(item);
   if (kind !== "error") setTimeout(() => item.remove(), 5000);
 }
 
@@ -298,7 +299,6 @@ async function openFromHash() {
 }
 
 function setUpDetail() {
-  window.onhashchange = openFromHash;
   $("retry").onclick = async () => {
     try {
       show(await api.retry(location.hash.slice(1)));
@@ -318,6 +318,175 @@ function setUpDetail() {
       showMessage(`Delete failed: ${explain(error)}`);
     }
   };
+}
+
+// --- the operations view --------------------------------------------------------------
+// For admins: the queue polled every POLL_MS while the view is shown (and the tab visible),
+// each running video followed live over the websocket, and the latest failures with Retry.
+
+const POLL_MS = 2000;
+const ops = {
+  shown: false,
+  poll: 0, // bumped by every refresh and by hiding: an older answer that arrives late is dropped
+  timer: null,
+  following: new Map(), // running video id -> function that ends its subscription
+  running: new Map(), // running video id -> the latest Video its subscription sent
+  failuresShown: "", // the failures on screen, to leave them (and a Retry being clicked) alone
+};
+
+function ago(time) {
+  const seconds = Math.max(0, Math.round((Date.now() - new Date(time)) / 1000));
+  return seconds < 90 ? `${seconds} s ago` : `${Math.round(seconds / 60)} min ago`;
+}
+
+function stat(label, value, name) {
+  return h("span", {}, `${label} `, h("strong", { class: name }, String(value)));
+}
+
+function runningRow(id) {
+  const video = ops.running.get(id);
+  const progress = video?.progress ?? 0;
+  return h(
+    "li",
+    { "data-video-id": id },
+    h("a", { class: "name", href: `#${id}` }, video?.filename ?? id),
+    h("progress", { max: "1", value: String(progress) }),
+    h("span", { class: "meta" }, video ? `${video.status} · ${Math.round(progress * 100)} %` : ""),
+  );
+}
+
+function renderWorker(worker) {
+  const running = worker.runningVideoIds;
+  return h(
+    "li",
+    { class: "worker", "data-id": worker.id },
+    h("span", { class: "name" }, worker.host),
+    h(
+      "p",
+      { class: "meta" },
+      stat("pid", worker.pid, "pid"),
+      stat("started", new Date(worker.startedAt).toLocaleString(), "started"),
+      stat("last seen", ago(worker.lastSeenAt), "seen"),
+      stat("done", worker.jobsDone, "jobs-done"),
+      stat("failed", worker.jobsFailed, "jobs-failed"),
+    ),
+    running.length
+      ? h("ul", { class: "running" }, ...running.map(runningRow))
+      : h("p", { class: "meta" }, "Idle"),
+  );
+}
+
+/** Follow the videos the workers run now, and stop following the ones they no longer run. */
+function followRunning(workers) {
+  const now = new Set(workers.flatMap((worker) => worker.runningVideoIds));
+  for (const [id, stop] of ops.following) {
+    if (now.has(id)) continue;
+    stop();
+    ops.following.delete(id);
+    ops.running.delete(id);
+  }
+  for (const id of now) {
+    if (ops.following.has(id)) continue;
+    const update = (video) => {
+      ops.running.set(id, video);
+      document.querySelector(`#ops-workers [data-video-id="${id}"]`)?.replaceWith(runningRow(id));
+    };
+    // It ends by itself after DONE or FAILED; an error shows up in the next poll instead.
+    ops.following.set(id, api.watch(id, { onVideo: update, onError: () => {} }));
+  }
+}
+
+function failureRow(video) {
+  const retry = h("button", { type: "button", class: "secondary" }, "Retry");
+  const row = h(
+    "li",
+    { "data-id": video.id },
+    h("a", { class: "name", href: `#${video.id}` }, video.filename),
+    h("span", { class: "error-text" }, video.error ?? ""),
+    retry,
+  );
+  retry.onclick = async () => {
+    retry.disabled = true;
+    try {
+      const queued = await api.retry(video.id);
+      if (videos.has(queued.id)) show(queued); // the list follows it again
+      row.remove();
+      ops.failuresShown = "";
+      refreshOperations();
+    } catch (error) {
+      retry.disabled = false;
+      showMessage(`Retry failed: ${explain(error)}`, "error", $("ops-messages"));
+    }
+  };
+  return row;
+}
+
+function renderOperations({ queue, failed }) {
+  $("ops-queued").textContent = queue.queued;
+  $("ops-running").textContent = queue.running;
+  $("ops-no-workers").hidden = queue.workers.length > 0;
+  followRunning(queue.workers);
+  $("ops-workers").replaceChildren(...queue.workers.map(renderWorker));
+
+  const failures = failed.edges.map((edge) => edge.node);
+  const shown = JSON.stringify(failures.map((video) => [video.id, video.error]));
+  if (shown === ops.failuresShown) return;
+  ops.failuresShown = shown;
+  $("ops-no-failures").hidden = failures.length > 0;
+  $("ops-failures").replaceChildren(...failures.map(failureRow));
+}
+
+async function refreshOperations() {
+  clearTimeout(ops.timer);
+  const poll = ++ops.poll;
+  let again = true;
+  if (!document.hidden) {
+    try {
+      const answer = await api.operations();
+      if (poll !== ops.poll) return;
+      renderOperations(answer);
+      $("ops-error").hidden = true;
+      $("ops-content").hidden = false;
+    } catch (error) {
+      if (poll !== ops.poll) return;
+      // Not an admin (or signed out): asking again every 2 s would not change the answer.
+      again = error.code !== "FORBIDDEN" && error.code !== "UNAUTHENTICATED";
+      $("ops-error").textContent =
+        error.code === "FORBIDDEN"
+          ? "The Operations view is for admins: sign in with an admin's token to see the queue."
+          : `Could not load the queue: ${explain(error)}`;
+      $("ops-error").hidden = false;
+      $("ops-content").hidden = !again; // a passing network fault keeps the last state shown
+    }
+  }
+  if (again) ops.timer = setTimeout(refreshOperations, POLL_MS);
+}
+
+function hideOperations() {
+  ops.poll += 1;
+  clearTimeout(ops.timer);
+  for (const stop of ops.following.values()) stop();
+  ops.following.clear();
+  ops.running.clear();
+}
+
+/** Show the view the address names: #operations, else the list (and #<id>'s detail). */
+async function route() {
+  const operations = location.hash === "#operations";
+  document.querySelector("main").hidden = operations;
+  $("operations").hidden = !operations;
+  for (const [link, current] of [["nav-videos", !operations], ["nav-operations", operations]]) {
+    if (current) $(link).setAttribute("aria-current", "page");
+    else $(link).removeAttribute("aria-current");
+  }
+  ops.shown = operations;
+  if (operations) {
+    $("player").pause();
+    await refreshOperations();
+  } else {
+    hideOperations();
+    await openFromHash();
+  }
 }
 
 async function setUpSignIn() {
@@ -350,7 +519,12 @@ setUpDropzone();
 setUpUrlForm();
 setUpDetail();
 $("load-more").onclick = loadMore;
+// A tab hidden for a while shows a fresh state when it comes back, not one 2 s later.
+document.addEventListener("visibilitychange", () => {
+  if (ops.shown && !document.hidden) refreshOperations();
+});
+window.onhashchange = route;
 await loadMore();
-await openFromHash();
+await route();
 // For tests and tools: the first page of videos is on screen.
 document.body.dataset.ready = "true";
