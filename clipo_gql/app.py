@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             )
         )
     app_routes: list[BaseRoute] = [
-        Route("/graphql", graphql, methods=["GET", "POST"]),
+        Route("/graphql", graphql),  # the view answers other methods (405, negotiated)
         WebSocketRoute("/graphql", graphql),
         *routes,
         *([metrics_route()] if settings.metrics_enabled else []),

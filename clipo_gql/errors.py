@@ -17,6 +17,9 @@ CANNOT_STORE = "The service cannot store or queue videos right now; try again sh
 class ClipoError(Exception):
     code: ClassVar[str] = "INTERNAL"
     http_status: ClassVar[int] = 500
+    # The status with `Accept: application/graphql-response+json` where the GraphQL over HTTP
+    # draft asks for another than the one application/json clients have always had.
+    graphql_response_status: ClassVar[int | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -62,6 +65,19 @@ class QuotaExceededError(ClipoError):
 class BadUserInputError(ClipoError):
     code = "BAD_USER_INPUT"
     http_status = 400
+
+
+class MutationOverGetError(BadUserInputError):
+    """A mutation sent with GET: 405 for the draft's media type, 400 (as ever) for JSON."""
+
+    graphql_response_status = 405
+
+
+class NotAcceptableError(ClipoError):
+    """`Accept` names no media type we produce (application/json, graphql-response+json)."""
+
+    code = "BAD_USER_INPUT"
+    http_status = 406
 
 
 class NotFoundError(ClipoError):

@@ -16,7 +16,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError, MissingQueryError
-from strawberry.http import GraphQLRequestData
+from strawberry.http import GraphQLHTTPResponse, GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
@@ -27,8 +27,15 @@ from strawberry.types.unset import UNSET, UnsetType
 from clipo_gql.auth.credentials import from_connection_params
 from clipo_gql.auth.principal import Principal
 from clipo_gql.auth.quotas import WS_TRY_AGAIN_LATER, limit_key
-from clipo_gql.errors import BadUserInputError, ClipoError, UnauthenticatedError
+from clipo_gql.errors import (
+    BadUserInputError,
+    ClipoError,
+    MutationOverGetError,
+    NotAcceptableError,
+    UnauthenticatedError,
+)
 from clipo_gql.fanout import encode_shared
+from clipo_gql.http_negotiation import JSON, choose, content_type, media_type_of, result_answer
 from clipo_gql.limits import error_response
 from clipo_gql.ops.metrics import UPLOAD_BYTES, WEBSOCKET_MESSAGES
 from clipo_gql.settings import Settings
@@ -153,6 +160,38 @@ class ClipoGraphQL(GraphQL[Context, None]):
         unset: UnsetType = UNSET
         return unset
 
+    async def get_sub_response(self, request: Request | WebSocket) -> Response:
+        sub_response = await super().get_sub_response(request)
+        # create_response is not given the request: the negotiated media type travels here.
+        sub_response.media_type = media_type_of(request.headers)
+        return sub_response
+
+    def create_response(
+        self,
+        response_data: GraphQLHTTPResponse | list[GraphQLHTTPResponse],
+        sub_response: Response,
+    ) -> Response:
+        media_type = sub_response.media_type or JSON
+        status = 200
+        if isinstance(response_data, dict):  # batches are refused in execute_operation
+            status, response_data = result_answer(media_type, response_data)
+        response = super().create_response(response_data, sub_response)
+        if media_type != JSON:
+            response.headers["content-type"] = content_type(media_type)
+            response.status_code = sub_response.status_code or status
+        return response
+
+    async def parse_http_body(
+        self, request_adapter: AsyncHTTPRequestAdapter
+    ) -> GraphQLRequestData | list[GraphQLRequestData]:
+        # After the GraphiQL page (a browser asks for text/html) and before any body is read.
+        if choose(request_adapter.headers.get("accept")) is None:
+            raise NotAcceptableError(
+                "Accept names no media type this server produces: application/json or"
+                " application/graphql-response+json"
+            )
+        return await super().parse_http_body(request_adapter)
+
     def encode_json(self, data: object) -> str | bytes:
         # A status change watched by many: its data is serialised once, not per subscriber.
         shared = encode_shared(data) if isinstance(data, Mapping) else None
@@ -232,6 +271,6 @@ class ClipoGraphQL(GraphQL[Context, None]):
                 raise HTTPException(
                     400, "Subscriptions are served over websockets only (WS /graphql)"
                 ) from exc
-            raise HTTPException(400, exc.as_http_error_reason(request_adapter.method)) from exc
+            raise MutationOverGetError(exc.as_http_error_reason(request_adapter.method)) from exc
         except MissingQueryError as exc:
             raise HTTPException(400, "No GraphQL query found in the request") from exc

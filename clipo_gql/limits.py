@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipo_gql.errors import ClipoError, PayloadTooLargeError
+from clipo_gql.http_negotiation import GraphQLErrorResponse
 from clipo_gql.units import human_size
 
 MiB = 1024 * 1024
@@ -14,14 +14,10 @@ MiB = 1024 * 1024
 MULTIPART_OVERHEAD = MiB
 
 
-def error_response(error: ClipoError, *, status_code: int | None = None) -> JSONResponse:
-    """The body of an error that ends a request before GraphQL runs, shaped like GraphQL's."""
-    extensions = {"code": error.code, **error.extensions}
-    return JSONResponse(
-        {"errors": [{"message": error.message, "extensions": extensions}]},
-        status_code=status_code or error.http_status,
-        headers=error.headers,
-    )
+def error_response(error: ClipoError, *, status_code: int | None = None) -> GraphQLErrorResponse:
+    """The answer to an error that ends a request before GraphQL runs, shaped like GraphQL's,
+    in the media type the request's `Accept` picks (see `http_negotiation`)."""
+    return GraphQLErrorResponse(error, status_code=status_code)
 
 
 class BodySizeLimit:
