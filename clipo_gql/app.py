@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from clipo_gql import graphiql
 from clipo_gql.auth.credentials import Authenticator, check_config
 from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.auth.quotas import ConnectionCounter, Quotas
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
     app_routes: list[BaseRoute] = [
         Route("/graphql", graphql),  # the view answers other methods (405, negotiated)
         WebSocketRoute("/graphql", graphql),
+        *graphiql.routes(settings),
         *routes,
         *([metrics_route()] if settings.metrics_enabled else []),
     ]

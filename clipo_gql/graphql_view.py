@@ -24,6 +24,7 @@ from strawberry.types import ExecutionResult, SubscriptionExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
+from clipo_gql import graphiql
 from clipo_gql.auth.credentials import from_connection_params
 from clipo_gql.auth.principal import Principal
 from clipo_gql.auth.quotas import WS_TRY_AGAIN_LATER, limit_key
@@ -134,6 +135,11 @@ class ClipoGraphQL(GraphQL[Context, None]):
             max_subscriptions_per_connection=settings.ws_max_subscriptions,
             allowed_origins=settings.origins,
         )
+        self.graphiql = graphiql.files_for(settings)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Strawberry's page loads GraphiQL from a CDN; ours only from this server.
+        return graphiql.page(request, self.graphiql)
 
     async def get_context(self, request: Request | WebSocket, response: Any) -> Context:
         return Context(request=request, response=response, app=app_state(request))

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     # A folder of static files served at `/` (the frontend example); `dev` picks the
     # checkout's frontend-example/ when this is unset.
     frontend_dir: Path | None = None
+    # The node_modules folder holding GraphiQL's npm packages (graphiql/); unset: the one
+    # `./scripts/setup` fills, clipo_gql/graphiql/node_modules.
+    graphiql_assets_dir: Path | None = None
 
     @field_validator("media_dir")
     @classmethod
