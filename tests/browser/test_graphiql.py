@@ -1,0 +1,176 @@
+"""GraphiQL at /graphql in a real browser with no way out: every request to another host is
+aborted (and recorded, so the test can say none was attempted). Against `clipo-gql dev` with
+AUTH_MODE=required, so a query or subscription only works if the header editor's
+`Authorization` reached the server, over HTTP and on the websocket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.async_api import Browser, Page, Route, expect
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+from pydantic import SecretStr
+
+from clipo_gql.auth.tokens import mint
+from clipo_gql.settings import Settings
+from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser
+from tests.clips import make_clip
+from tests.test_cli import DevServer, running_dev
+
+SECRET = "graphiql-jwt-secret-" + "g" * 32
+LOCAL = {"127.0.0.1", "localhost"}
+pytestmark = pytest.mark.timeout(180)
+__all__ = ["browser"]  # the fixture, shared with test_frontend
+
+# Content-Security-Policy refusals, which the console may not show as page errors.
+RECORD_CSP = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + event.blockedURI);
+});
+"""
+
+
+def bearer(subject: str) -> str:
+    return "Bearer " + mint(Settings(auth_jwt_secret=SecretStr(SECRET)), subject)
+
+
+@pytest.fixture(scope="module")
+def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: ./scripts/test installs it (apt-get chromium)")
+    with running_dev(
+        tmp_path_factory.mktemp("graphiql-dev"),
+        AUTH_MODE="required",
+        AUTH_JWT_SECRET=SECRET,
+        MEDIA_URL_SECRET="graphiql-media-secret-" + "m" * 32,
+    ) as server:
+        yield server
+
+
+class Offline:
+    """The page as it is without internet: other hosts' requests are refused and noted."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.elsewhere: list[str] = []
+        self.local: list[str] = []
+        self.websockets: list[str] = []
+        self.errors: list[str] = []
+
+    async def route(self, route: Route) -> None:
+        if urlsplit(route.request.url).hostname in LOCAL:
+            self.local.append(urlsplit(route.request.url).path)
+            await route.continue_()
+        else:
+            self.elsewhere.append(route.request.url)
+            await route.abort("internetdisconnected")
+
+    def editor(self, selector: str) -> str:
+        return f"document.querySelector({json.dumps(selector + ' .CodeMirror')}).CodeMirror"
+
+    async def set_query(self, text: str) -> None:
+        editor = self.editor(".graphiql-query-editor")
+        await self.page.evaluate(f"{editor}.setValue({json.dumps(text)})")
+        # GraphiQL parses the edit 100 ms later; until then Run would send the old operation
+        # (a subscription would go over HTTP, as a query).
+        await self.page.wait_for_function(
+            f"() => {editor}.documentAST?.loc?.source?.body === {json.dumps(text)}"
+        )
+
+    async def set_headers(self, headers: dict[str, str]) -> None:
+        await self.page.click('.graphiql-editor-tools button[data-name="headers"]')
+        tool = 'section.graphiql-editor-tool[aria-label="Headers"] .graphiql-editor:not(.hidden)'
+        await self.page.wait_for_selector(tool + " .CodeMirror")
+        await self.page.evaluate(f"{self.editor(tool)}.setValue({json.dumps(json.dumps(headers))})")
+
+    async def run(self) -> None:
+        await self.page.click(".graphiql-execute-button")
+
+    async def response(self) -> str:
+        text: str = await self.page.evaluate(f"{self.editor('.graphiql-response')}.getValue()")
+        return text
+
+
+@pytest.fixture
+async def graphiql(browser: Browser, dev: DevServer) -> AsyncIterator[Offline]:
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    offline = Offline(page)
+    await context.route("**/*", offline.route)
+    page.on("websocket", lambda ws: offline.websockets.append(ws.url))
+    page.on("pageerror", lambda error: offline.errors.append(str(error)))
+    await page.add_init_script(RECORD_CSP)
+    await page.goto(dev.url + "/graphql")
+    await page.wait_for_selector(".graphiql-query-editor .CodeMirror")
+    yield offline
+    violations = await page.evaluate("window.__cspViolations")
+    await context.close()
+    assert offline.elsewhere == [], "the page tried to reach another host"
+    assert "/graphiql/graphiql.min.js" in offline.local  # the route saw the page's requests
+    assert all(urlsplit(url).hostname in LOCAL for url in offline.websockets)
+    assert violations == []
+    assert offline.errors == [], "the page threw"
+
+
+async def wait_for_response(graphiql: Offline, *needles: str) -> str:
+    try:
+        await graphiql.page.wait_for_function(
+            f"""() => {{
+                const text = {graphiql.editor(".graphiql-response")}.getValue();
+                return {json.dumps(list(needles))}.every((needle) => text.includes(needle));
+            }}"""
+        )
+    except PlaywrightTimeout:
+        pytest.fail(f"the result pane never showed {needles}: {await graphiql.response()!r}")
+    return await graphiql.response()
+
+
+async def test_a_query_with_the_header_editors_token(graphiql: Offline, dev: DevServer):
+    await expect(graphiql.page.locator('button[data-name="headers"]')).to_be_visible()
+    await graphiql.set_query("{ me { ownerId } videos { edges { node { id } } } }")
+    await graphiql.run()
+    refused = await wait_for_response(graphiql, "UNAUTHENTICATED")
+    assert '"data"' not in refused or '"me"' not in refused
+
+    await graphiql.set_headers({"Authorization": bearer("alice")})
+    await graphiql.run()
+    answer = json.loads(await wait_for_response(graphiql, '"ownerId": "alice"'))
+    assert answer == {"data": {"me": {"ownerId": "alice"}, "videos": {"edges": []}}}
+
+
+async def test_a_subscription_over_the_websocket(graphiql: Offline, dev: DevServer, tmp_path):
+    token = bearer("bob")
+    # Slow to transcode (yuv444p cannot be copied), so the first event is not the last.
+    clip = make_clip(tmp_path / "clip.mp4", seconds=6, size="640x360", pix_fmt="yuv444p")
+    async with httpx.AsyncClient(base_url=dev.url, timeout=30) as http:
+        uploaded = await http.post(
+            "/graphql",
+            data={
+                "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
+                '{ id } }", "variables": {"f": null}}',
+                "map": '{"0": ["variables.f"]}',
+            },
+            files={"0": ("clip.mp4", clip.read_bytes(), "video/mp4")},
+            headers={"apollo-require-preflight": "true", "authorization": token},
+        )
+    video_id = uploaded.json()["data"]["uploadVideo"]["id"]
+
+    await graphiql.set_headers({"Authorization": token})
+    await graphiql.set_query(
+        f'subscription {{ videoStatus(id: "{video_id}") {{ id ownerId status }} }}'
+    )
+    await graphiql.run()
+    first = json.loads(await wait_for_response(graphiql, video_id))
+    assert first["data"]["videoStatus"]["ownerId"] == "bob"
+    assert first["data"]["videoStatus"]["status"] in ("PENDING", "PROCESSING", "DONE")
+    last = json.loads(await wait_for_response(graphiql, '"status": "DONE"'))
+    assert last["data"]["videoStatus"] == {"id": video_id, "ownerId": "bob", "status": "DONE"}
+    ws_url = dev.url.replace("http://", "ws://") + "/graphql"
+    assert ws_url in graphiql.websockets
