@@ -1,5 +1,5 @@
 # The image both the API and the worker run (compose.yaml picks the command).
-FROM python:3.11-slim
+FROM python:3.11-slim AS app
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ffmpeg \
@@ -21,3 +21,18 @@ USER clipo
 ENV PATH="/app/.venv/bin:$PATH" MEDIA_DIR=/data/media
 EXPOSE 8000
 CMD ["clipo-gql", "serve", "--host", "0.0.0.0", "--port", "8000"]
+
+# GraphiQL's browser files (clipo_gql/graphiql/), from its lockfile: only the ones the API
+# serves (graphiql.ASSETS), not the 60 MB of node_modules.
+FROM node:20-slim AS graphiql
+WORKDIR /graphiql
+COPY clipo_gql/graphiql/package.json clipo_gql/graphiql/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error \
+    && mkdir /out && cd node_modules && cp --parents \
+       graphiql/graphiql.min.js graphiql/graphiql.min.css \
+       react/umd/react.production.min.js react-dom/umd/react-dom.production.min.js \
+       @graphiql/plugin-explorer/dist/index.umd.js @graphiql/plugin-explorer/dist/style.css \
+       /out/
+
+FROM app
+COPY --from=graphiql /out/ /app/clipo_gql/graphiql/node_modules/

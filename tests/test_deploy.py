@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clipo_gql.graphiql import ASSETS
 from clipo_gql.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,6 +74,18 @@ def test_dockerfile_installs_ffmpeg_from_the_lockfile_and_drops_root():
     assert users[-1] != "USER root"
     for copied in ("clipo_gql", "worker.py", "uv.lock"):
         assert copied in text
+
+
+def test_the_image_has_graphiqls_files():
+    """The image builds GraphiQL's npm files in a stage of their own and keeps only those the
+    API serves: every one of them, or its /graphql page would say they are missing."""
+    text = (ROOT / "Dockerfile").read_text()
+    copied = text.split("cp --parents", 1)[1].split("/out/", 1)[0]
+    npm = {asset.path for asset in ASSETS.values() if asset.npm}
+    assert set(copied.replace("\\", " ").split()) == npm
+    assert "COPY --from=graphiql /out/ /app/clipo_gql/graphiql/node_modules/" in text
+    assert "clipo_gql/graphiql/node_modules" in (ROOT / ".dockerignore").read_text()
+    assert text.strip().splitlines()[-2] == "FROM app"  # the last stage is the app's
 
 
 def test_app_services_refuse_to_start_without_their_secrets(compose: dict[str, Any]):
