@@ -99,6 +99,22 @@ async def test_each_asset_with_its_content_type_and_a_long_cache(server: Server)
 
 
 @pytest.mark.parametrize(
+    ("host", "connect"),
+    [
+        ("[::1]:8000", "'self' ws://[::1]:8000 wss://[::1]:8000"),
+        ("api.example.org", "'self' ws://api.example.org wss://api.example.org"),
+        ("x; script-src *", "'self'"),  # never written into the policy
+        ("x'y", "'self'"),
+    ],
+)
+async def test_the_policy_names_only_a_plain_host(server: Server, host: str, connect: str):
+    response = await server.http.get("/graphql", headers={**HTML, "host": host})
+    policy = response.headers["content-security-policy"]
+    assert f"connect-src {connect};" in policy
+    assert policy.count("script-src") == 1
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/graphiql/nope.js",
