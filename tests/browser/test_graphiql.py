@@ -174,3 +174,15 @@ async def test_a_subscription_over_the_websocket(graphiql: Offline, dev: DevServ
     assert last["data"]["videoStatus"] == {"id": video_id, "ownerId": "bob", "status": "DONE"}
     ws_url = dev.url.replace("http://", "ws://") + "/graphql"
     assert ws_url in graphiql.websockets
+
+
+async def test_a_script_that_does_not_load_says_how_to_install(graphiql: Offline, dev: DevServer):
+    await graphiql.page.route("**/graphiql/graphiql.min.js*", lambda route: route.abort())
+    await graphiql.page.reload()
+    notice = graphiql.page.locator("#not-started")
+    await expect(notice).to_be_visible()
+    await expect(notice).to_contain_text("./scripts/setup")
+    await expect(graphiql.page.locator("#graphiql")).to_be_hidden()
+    # The explorer plugin, loaded after it, throws for want of GraphiQL: expected here.
+    assert all("React" in error for error in graphiql.errors), graphiql.errors
+    graphiql.errors.clear()
