@@ -162,10 +162,13 @@ async def test_without_its_files_the_page_says_how_to_install_them(without_asset
 
 
 async def test_the_api_is_not_the_page(server: Server):
-    # A GraphQL client's GET (or one asking for JSON) still gets GraphQL, not HTML.
+    # A browser's GET with a query (its Accept ends in */*) gets GraphQL, not the page; so
+    # does a client asking for JSON only.
+    browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
     response = await server.http.get(
-        "/graphql", params={"query": "{ videos { totalCount } }"}, headers=HTML
+        "/graphql", params={"query": "{ videos { totalCount } }"}, headers={"accept": browser}
     )
     assert response.json() == {"data": {"videos": {"totalCount": 0}}}
     json_only = await server.http.get("/graphql", headers={"accept": "application/json"})
     assert json_only.status_code == 400
+    assert json_only.headers["content-type"].startswith("application/json")
