@@ -69,18 +69,27 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
-@pytest.fixture
-async def page(browser: Browser, dev_server: DevServer) -> AsyncIterator[Page]:
+async def open_page(
+    browser: Browser, url: str, init_script: str | None = None
+) -> AsyncIterator[Page]:
+    """The app at `url`, once its first page of videos is listed; it must throw nothing."""
     page = await browser.new_page(viewport={"width": 1280, "height": 860})
     page.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.add_init_script(RECORD_STATUSES)
-    await page.goto(dev_server.url + "/")
-    await page.wait_for_selector("body[data-ready]")  # the first page of videos is listed
+    if init_script:
+        await page.add_init_script(init_script)
+    await page.goto(url)
+    await page.wait_for_selector("body[data-ready]")
     yield page
     await page.close()
     assert errors == [], "the page threw"
+
+
+@pytest.fixture
+async def page(browser: Browser, dev_server: DevServer) -> AsyncIterator[Page]:
+    async for opened in open_page(browser, dev_server.url + "/", RECORD_STATUSES):
+        yield opened
 
 
 async def statuses(page: Page, video_id: str) -> list[str]:

@@ -4,16 +4,16 @@ URLs included: the player needs no header)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, expect
 from pydantic import SecretStr
 
 from clipo_gql.auth.tokens import mint
 from clipo_gql.settings import Settings
-from tests.browser.test_frontend import TIMEOUT_MS, browser, upload_via_picker
+from tests.browser.test_frontend import browser, open_page, upload_via_picker
 from tests.clips import Clips
 from tests.test_cli import DevServer, running_dev
 
@@ -35,18 +35,6 @@ def auth_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         MEDIA_URL_SECRET="browser-media-secret-" + "m" * 32,
     ) as dev:
         yield dev
-
-
-async def open_page(browser: Browser, url: str) -> AsyncIterator[Page]:
-    page = await browser.new_page()
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.goto(url)
-    await page.wait_for_selector("body[data-ready]")
-    yield page
-    await page.close()
-    assert errors == [], "the page threw"
 
 
 async def test_signed_out_the_page_asks_for_a_token(browser: Browser, auth_dev: DevServer):

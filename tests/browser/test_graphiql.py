@@ -6,7 +6,7 @@ AUTH_MODE=required, so a query or subscription only works if the header editor's
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -14,18 +14,15 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, Route, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeout
-from pydantic import SecretStr
 
-from clipo_gql.auth.tokens import mint
-from clipo_gql.settings import Settings
 from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser
+from tests.browser.test_frontend_auth import auth_dev, token_for
 from tests.clips import make_clip
-from tests.test_cli import DevServer, running_dev
+from tests.test_cli import DevServer
 
-SECRET = "graphiql-jwt-secret-" + "g" * 32
 LOCAL = {"127.0.0.1", "localhost"}
 pytestmark = pytest.mark.timeout(180)
-__all__ = ["browser"]  # the fixture, shared with test_frontend
+__all__ = ["auth_dev", "browser"]  # fixtures, shared with the other browser tests
 
 # Content-Security-Policy refusals, which the console may not show as page errors.
 RECORD_CSP = """
@@ -37,20 +34,14 @@ document.addEventListener("securitypolicyviolation", (event) => {
 
 
 def bearer(subject: str) -> str:
-    return "Bearer " + mint(Settings(auth_jwt_secret=SecretStr(SECRET)), subject)
+    return "Bearer " + token_for(subject)
 
 
 @pytest.fixture(scope="module")
-def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
+def dev(auth_dev: DevServer) -> DevServer:
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed: ./scripts/test installs it (apt-get chromium)")
-    with running_dev(
-        tmp_path_factory.mktemp("graphiql-dev"),
-        AUTH_MODE="required",
-        AUTH_JWT_SECRET=SECRET,
-        MEDIA_URL_SECRET="graphiql-media-secret-" + "m" * 32,
-    ) as server:
-        yield server
+    return auth_dev
 
 
 class Offline:

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser
-from tests.browser.test_frontend_auth import auth_dev, open_page, token_for
+from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, open_page
+from tests.browser.test_frontend_auth import auth_dev, token_for
 from tests.clips import Clips, make_clip
 from tests.test_cli import DevServer, running_dev
 
@@ -46,20 +46,12 @@ def ops_dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
 
 @pytest.fixture
 async def page(browser: Browser, ops_dev: DevServer) -> AsyncIterator[Page]:
-    page = await browser.new_page(viewport={"width": 1280, "height": 860})
-    page.set_default_timeout(TIMEOUT_MS)
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    await page.add_init_script(RECORD_REMOVED_FAILURES)
-    await page.goto(ops_dev.url + "/")
-    await page.wait_for_selector("body[data-ready]")
-    await page.click("#nav-operations")  # a hash change, as a person gets there
-    await expect(page.locator("#operations")).to_be_visible(timeout=TIMEOUT_MS)
-    await expect(page.locator("main")).to_be_hidden(timeout=TIMEOUT_MS)
-    yield page
-    assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
-    await page.close()
-    assert errors == [], "the page threw"
+    async for page in open_page(browser, ops_dev.url + "/", RECORD_REMOVED_FAILURES):
+        await page.click("#nav-operations")  # a hash change, as a person gets there
+        await expect(page.locator("#operations")).to_be_visible(timeout=TIMEOUT_MS)
+        await expect(page.locator("main")).to_be_hidden(timeout=TIMEOUT_MS)
+        yield page
+        assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
 
 async def upload(dev: DevServer, clip: Path) -> str:
