@@ -69,6 +69,27 @@ async def browser() -> AsyncIterator[Browser]:
         await browser.close()
 
 
+async def upload_by_http(
+    http: httpx.AsyncClient, clip: Path, filename: str | None = None, **headers: str
+) -> str:
+    """Upload as a script would (no browser); the new video's id."""
+    with clip.open("rb") as fh:
+        response = await http.post(
+            "/graphql",
+            data={
+                "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
+                '{ id } }", "variables": {"f": null}}',
+                "map": '{"0": ["variables.f"]}',
+            },
+            files={"0": (filename or clip.name, fh, "video/mp4")},
+            headers={"apollo-require-preflight": "true", **headers},
+        )
+    body = response.json()
+    assert "errors" not in body, body
+    video_id: str = body["data"]["uploadVideo"]["id"]
+    return video_id
+
+
 async def open_page(
     browser: Browser, url: str, init_script: str | None = None
 ) -> AsyncIterator[Page]:
@@ -239,18 +260,7 @@ async def test_load_more_pages_through_the_list(page: Page, dev_server: DevServe
     async with httpx.AsyncClient(base_url=dev_server.url) as http:
         # 13 is one more than the page's page size.
         for n in range(13):
-            with clips.short.open("rb") as fh:
-                response = await http.post(
-                    "/graphql",
-                    data={
-                        "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
-                        '{ id } }", "variables": {"f": null}}',
-                        "map": '{"0": ["variables.f"]}',
-                    },
-                    files={"0": (f"page-{n:02}.mp4", fh, "video/mp4")},
-                    headers={"apollo-require-preflight": "true"},
-                )
-            assert "errors" not in response.json()
+            await upload_by_http(http, clips.short, f"page-{n:02}.mp4")
         total = (await http.post("/graphql", json={"query": "{ videos { totalCount } }"})).json()
     total_count = total["data"]["videos"]["totalCount"]
     await page.reload()

@@ -15,7 +15,7 @@ import pytest
 from playwright.async_api import Browser, Page, Route, expect
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser
+from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, upload_by_http
 from tests.browser.test_frontend_auth import auth_dev, token_for
 from tests.clips import make_clip
 from tests.test_cli import DevServer
@@ -141,17 +141,7 @@ async def test_a_subscription_over_the_websocket(graphiql: Offline, dev: DevServ
     # Slow to transcode (yuv444p cannot be copied), so the first event is not the last.
     clip = make_clip(tmp_path / "clip.mp4", seconds=6, size="640x360", pix_fmt="yuv444p")
     async with httpx.AsyncClient(base_url=dev.url, timeout=30) as http:
-        uploaded = await http.post(
-            "/graphql",
-            data={
-                "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
-                '{ id } }", "variables": {"f": null}}',
-                "map": '{"0": ["variables.f"]}',
-            },
-            files={"0": ("clip.mp4", clip.read_bytes(), "video/mp4")},
-            headers={"apollo-require-preflight": "true", "authorization": token},
-        )
-    video_id = uploaded.json()["data"]["uploadVideo"]["id"]
+        video_id = await upload_by_http(http, clip, authorization=token)
 
     await graphiql.set_headers({"Authorization": token})
     await graphiql.set_query(

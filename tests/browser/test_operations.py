@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, open_page
+from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, open_page, upload_by_http
 from tests.browser.test_frontend_auth import auth_dev, token_for
 from tests.clips import Clips, make_clip
 from tests.test_cli import DevServer, running_dev
@@ -56,19 +56,7 @@ async def page(browser: Browser, ops_dev: DevServer) -> AsyncIterator[Page]:
 
 async def upload(dev: DevServer, clip: Path) -> str:
     async with httpx.AsyncClient(base_url=dev.url, timeout=60) as http:
-        with clip.open("rb") as fh:
-            response = await http.post(
-                "/graphql",
-                data={
-                    "operations": '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) '
-                    '{ id } }", "variables": {"f": null}}',
-                    "map": '{"0": ["variables.f"]}',
-                },
-                files={"0": (clip.name, fh, "video/mp4")},
-                headers={"apollo-require-preflight": "true"},
-            )
-    video_id: str = response.json()["data"]["uploadVideo"]["id"]
-    return video_id
+        return await upload_by_http(http, clip)
 
 
 async def test_the_worker_and_what_it_runs_live(page: Page, ops_dev: DevServer, tmp_path: Path):
