@@ -99,10 +99,11 @@ async def update(storage: Storage, video: Video) -> None:
         log.warning("could not update the record of video %s: %s", video.id, exc)
 
 
-def read(path: Path, video_id: ObjectId) -> dict[str, Any]:
+def read(path: str | Path, video_id: ObjectId) -> dict[str, Any]:
     """A record's content, checked to be a record of this video."""
     try:
-        raw = json.loads(path.read_bytes())
+        with open(path, "rb") as file:
+            raw = json.loads(file.read())
     except OSError as exc:
         raise RecordError(f"record.json cannot be read ({exc.strerror})") from exc
     except ValueError as exc:

@@ -90,9 +90,16 @@ async def reindex(storage: Storage, redis: ArqRedis | None) -> Summary:
         else:
             ids.append(oid)
     collection = Video.get_motor_collection()
+    # A lost database (and dev's stand-in at every start) is empty: nothing to look up. (On
+    # the stand-in, each `$in` look-up is a scan of the collection.) Documents stored
+    # meanwhile are still kept: the insert tolerates their ids.
+    empty = await collection.find_one({}, {"_id": 1}) is None
     for start in range(0, len(ids), BATCH):
         batch = ids[start : start + BATCH]
-        stored = {raw["_id"] async for raw in collection.find({"_id": {"$in": batch}}, {"_id": 1})}
+        stored: set[ObjectId] = set()
+        if not empty:
+            query = {"_id": {"$in": batch}}
+            stored = {raw["_id"] async for raw in collection.find(query, {"_id": 1})}
         summary.kept += len(stored)
         missing = [oid for oid in batch if oid not in stored]
         found = await asyncio.to_thread(_read_all, storage, missing)
@@ -126,8 +133,10 @@ async def _insert(videos: list[Video]) -> list[Video]:
     """Insert them all, tolerating ids stored meanwhile; the ones this call inserted."""
     if not videos:
         return []
+    # What Beanie's insert_many stores (its encoder gives the same dict), at a fifth of the cost.
+    raw = [video.model_dump(by_alias=True) for video in videos]
     try:
-        await Video.insert_many(videos, ordered=False)
+        await Video.get_motor_collection().insert_many(raw, ordered=False)
     except BulkWriteError as exc:
         errors = exc.details.get("writeErrors", [])
         if any(error.get("code") != DUPLICATE_KEY for error in errors):
@@ -139,36 +148,40 @@ async def _insert(videos: list[Video]) -> list[Video]:
 
 def _read_all(storage: Storage, ids: Iterable[ObjectId]) -> list[Video | Leftover]:
     # One thread call per batch: a thread hop per folder cost more than reading its files.
-    return [_read(storage.video_dir(oid), oid) for oid in ids]
+    # Plain string paths: pathlib's joins were a third of the time of reading the files.
+    root = str(storage.videos)
+    return [_read(f"{root}/{oid}", oid) for oid in ids]
 
 
-def _read(folder: Path, video_id: ObjectId) -> Video | Leftover:
+def _read(folder: str, video_id: ObjectId) -> Video | Leftover:
     """What one folder without a document holds: the video to store, or why it is left alone."""
     try:
         names = set(os.listdir(folder))
     except NotADirectoryError:
-        return Leftover(folder, "not a folder")
+        return Leftover(Path(folder), "not a folder")
     except OSError as exc:
-        return Leftover(folder, f"cannot be read ({exc.strerror})")
+        return Leftover(Path(folder), f"cannot be read ({exc.strerror})")
     if RECORD not in names:
         what = "a processed video" if METADATA in names else "files"
-        return Leftover(folder, f"{what} without record.json: whose it is is unknown")
+        return Leftover(Path(folder), f"{what} without record.json: whose it is is unknown")
     try:
-        record = records.read(folder / RECORD, video_id)
+        record = records.read(f"{folder}/{RECORD}", video_id)
         if all(name in names for name in OUTPUTS):
-            return records.rebuild(record, VideoStatus.DONE, _metadata(folder / METADATA))
+            metadata = _metadata(f"{folder}/{METADATA}")
+            return records.rebuild(record, VideoStatus.DONE, metadata)
         if record.get("status") == VideoStatus.FAILED.value:
             return records.rebuild(record, VideoStatus.FAILED)
         if ORIGINAL in names or record.get("source") == VideoSource.URL.value:
             return records.rebuild(record, VideoStatus.PENDING)
     except records.RecordError as exc:
-        return Leftover(folder, exc.reason)
-    return Leftover(folder, "an upload whose original is missing, and no outputs")
+        return Leftover(Path(folder), exc.reason)
+    return Leftover(Path(folder), "an upload whose original is missing, and no outputs")
 
 
-def _metadata(path: Path) -> object:
+def _metadata(path: str) -> object:
     try:
-        return json.loads(path.read_bytes())
+        with open(path, "rb") as file:
+            return json.loads(file.read())
     except OSError as exc:
         raise records.RecordError(f"metadata.json cannot be read ({exc.strerror})") from exc
     except ValueError as exc:

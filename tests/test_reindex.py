@@ -27,7 +27,8 @@ LASTING = [
 
 
 def lasting(video: Video) -> dict[str, Any]:
-    return video.model_dump(include=set(LASTING))
+    fields: dict[str, Any] = video.model_dump(include=set(LASTING))
+    return fields
 
 
 async def stored() -> dict[str, dict[str, Any]]:
