@@ -34,6 +34,7 @@ MODULES = [
     ("bench.b6_fanout", {6}),
     ("bench.b7_worker_throughput", {7}),
     ("bench.b8_access", {8}),
+    ("bench.b9_reindex", {9}),
 ]
 
 
