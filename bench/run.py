@@ -35,6 +35,7 @@ MODULES = [
     ("bench.b7_worker_throughput", {7}),
     ("bench.b8_access", {8}),
     ("bench.b9_metrics", {9}),
+    ("bench.b10_reindex", {10}),
 ]
 
 

@@ -14,6 +14,7 @@ from bson import ObjectId
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from clipo_gql import records
 from clipo_gql.auth.ownership import find_video, scope
 from clipo_gql.auth.principal import Principal
 from clipo_gql.errors import (
@@ -90,6 +91,7 @@ async def retry(app: AppState, principal: Principal, video_id: ObjectId) -> Vide
                 f"Only FAILED videos can be retried; this one is {current.status}"
             )
         await enqueue_processing(app.redis, video_id)
+        await records.update(app.storage, video)
     except (RedisError, OSError) as exc:
         # Not queued: back to FAILED rather than PENDING with no job. (The state is stored
         # before it is published, so with Redis down only the publish fails.)
@@ -114,6 +116,8 @@ async def _store_and_queue(app: AppState, video: Video) -> Video:
     assert video.id is not None
     inserted = False
     try:
+        # The record first: a document always has one, for `reindex` after a lost database.
+        await records.write_new(app.storage, video)
         await video.insert()
         inserted = True
         await enqueue_processing(app.redis, video.id)

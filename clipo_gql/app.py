@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from clipo_gql import graphiql
+from clipo_gql import graphiql, reindex
 from clipo_gql.auth.credentials import Authenticator, check_config
 from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.auth.quotas import ConnectionCounter, Quotas
@@ -57,6 +57,10 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         storage = Storage(settings.media_dir)
         storage.prepare()
         storage.claim_uploads()
+        if embedded and not settings.mongodb_url:
+            # The stand-in starts empty: rebuild it from MEDIA_DIR before the worker starts
+            # (its sweeper removes folders that have no document).
+            await reindex.at_start(storage, redis)
         hub = EventHub(redis, settings.redis_prefix, decode_event)
         await hub.start()
         worker = asyncio.create_task(run_embedded_worker(settings)) if embedded else None

@@ -1,4 +1,4 @@
-"""`clipo-gql dev | serve | worker | export-schema`."""
+"""`clipo-gql dev | serve | worker | reindex | export-schema | token`."""
 
 from __future__ import annotations
 
@@ -143,6 +143,28 @@ def worker(settings: Settings) -> None:
     run_worker(settings)
 
 
+def reindex(settings: Settings, *, force: bool) -> int:
+    import asyncio
+
+    from clipo_gql import reindex as library
+    from clipo_gql.storage import Storage
+
+    storage = Storage(settings.media_dir)
+    if not storage.videos.is_dir():
+        sys.stderr.write(f"clipo-gql reindex: no {storage.videos}: is MEDIA_DIR right?\n")
+        return 2
+    live = library.live_api_processes(storage)
+    if live and not force:
+        sys.stderr.write(
+            f"clipo-gql reindex: {live} API process(es) use {settings.media_dir}: stop the API"
+            " and worker processes first (or pass --force)\n"
+        )
+        return 2
+    summary = asyncio.run(library.run(settings))
+    sys.stdout.write("".join(f"reindex: {line}\n" for line in summary.lines()))
+    return 0
+
+
 def export_schema() -> None:
     from clipo_gql.schema import schema
 
@@ -164,6 +186,12 @@ def main(argv: list[str] | None = None) -> None:
                 "--auth", action="store_true", help="AUTH_MODE=required; prints a signed-in link"
             )
     commands.add_parser("worker", help="an arq worker process")
+    reindexing = commands.add_parser(
+        "reindex", help="rebuild the video documents from MEDIA_DIR (a lost database)"
+    )
+    reindexing.add_argument(
+        "--force", action="store_true", help="run even while API processes use MEDIA_DIR"
+    )
     commands.add_parser("export-schema", help="print the GraphQL SDL")
     minting = commands.add_parser("token", help="print an HS256 JWT signed with AUTH_JWT_SECRET")
     minting.add_argument("--sub", required=True, help="the owner id")
@@ -188,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "dev":
         dev(settings, args.host, args.port, auth=args.auth or settings.auth_required)
         return
+    if args.command == "reindex":
+        sys.exit(reindex(settings, force=args.force))
     try:
         check_config(settings)
     except ConfigError as exc:

@@ -38,8 +38,9 @@ async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
         from mongomock_motor import AsyncMongoMockClient
 
         log.warning(
-            "MONGODB_URL is not set: using an in-process MongoDB stand-in. "
-            "NOTHING IS PERSISTED; every video is forgotten when this process exits."
+            "MONGODB_URL is not set: using an in-process MongoDB stand-in, rebuilt from"
+            " MEDIA_DIR at each start (videos: ids, owners, states, files). Anything else,"
+            " API keys included, is forgotten when this process exits."
         )
         client = AsyncMongoMockClient(tz_aware=True)
     else:

@@ -24,6 +24,8 @@ PARTIAL_PATTERNS = ("*.part", "*.download")
 THUMBNAIL = "thumbnail.jpg"
 METADATA = "metadata.json"
 OUTPUTS = (PROCESSED, THUMBNAIL, METADATA)
+# What the document holds that the files cannot tell (records.py): `clipo-gql reindex` reads it.
+RECORD = "record.json"
 
 
 def parse_id(value: str) -> ObjectId | None:
@@ -87,6 +89,9 @@ class Storage:
 
     def metadata(self, video_id: ObjectId) -> Path:
         return self.video_dir(video_id) / METADATA
+
+    def record(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / RECORD
 
     def adopt(self, received: Path, video_id: ObjectId) -> Path:
         """Move a received upload into the video's folder: a rename, never a copy."""

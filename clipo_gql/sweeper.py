@@ -8,7 +8,8 @@ A process killed at the wrong moment leaves files nobody will come back for:
   or a worker killed after a delete while its job was still writing: a video folder with no
   document. Ids are ObjectIds, so a folder's age is in its name: only folders older than
   `ORPHAN_GRACE_SECONDS` are candidates, which keeps an upload that is being stored right now
-  out of reach.
+  out of reach. With no document in the database at all, nothing is removed: that is a lost
+  database, which `clipo-gql reindex` recovers from.
 Workers sweep in their periodic pass (tasks.housekeeping).
 """
 
@@ -86,6 +87,15 @@ async def _sweep_videos(storage: Storage, grace_seconds: float) -> int:
     cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
     names = await asyncio.to_thread(os.listdir, storage.videos)
     old = [oid for oid in map(parse_id, names) if oid is not None and oid.generation_time < cutoff]
+    if old and await Video.get_motor_collection().find_one({}, {"_id": 1}) is None:
+        # No document at all, but old folders: the database was lost or replaced, not a
+        # thousand uploads crashed. Removing them would destroy what `reindex` restores.
+        log.warning(
+            "MongoDB holds no videos but %s holds %d old video folders: not removing them;"
+            " run `clipo-gql reindex` (with the workers stopped) to restore them",
+            storage.videos, len(old),
+        )  # fmt: skip
+        return 0
     removed = 0
     for start in range(0, len(old), BATCH):
         batch = old[start : start + BATCH]

@@ -34,7 +34,7 @@ async def test_retry_turns_a_failed_video_into_done_once_the_cause_is_gone(
     assert final["status"] == "DONE"
     assert final["error"] is None
     assert {p.name for p in video_files(server.settings)} == {
-        "original", "video.mp4", "thumbnail.jpg", "metadata.json",
+        "original", "video.mp4", "thumbnail.jpg", "metadata.json", "record.json",
     }  # fmt: skip
 
 

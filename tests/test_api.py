@@ -71,9 +71,10 @@ async def test_upload_is_processed_and_watched_live(server: Server, clips: Any, 
     assert thumb.headers["content-type"] == "image/jpeg"
     assert thumb.content[:3] == b"\xff\xd8\xff"
 
-    # Files on disk: the original, the MP4, the thumbnail, the metadata; nothing left incoming
+    # Files on disk: the original, the MP4, the thumbnail, the metadata, the record (for
+    # reindex); nothing left incoming
     names = {p.name for p in video_files(server.settings)}
-    assert names == {"original", "video.mp4", "thumbnail.jpg", "metadata.json"}
+    assert names == {"original", "video.mp4", "thumbnail.jpg", "metadata.json", "record.json"}
     assert incoming_files(server.settings) == []
     metadata = json.loads(
         next(p for p in video_files(server.settings) if p.name == "metadata.json").read_text()
@@ -122,7 +123,7 @@ async def test_failed_processing_says_why(server: Server, clips: Any):
     thumb = await server.http.get(f"/thumbnails/{video_id}.jpg")
     assert thumb.status_code == 409
     names = {p.name for p in video_files(server.settings)}
-    assert names == {"original"}, "partial outputs were left behind"
+    assert names == {"original", "record.json"}, "partial outputs were left behind"
 
 
 async def test_unknown_and_malformed_ids(server: Server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -121,7 +122,44 @@ def test_dev_runs_api_and_worker_in_one_process(tmp_path: Path, clips: Any):
         video = final_state(url, video_id)
         assert video == {"status": "DONE", "thumbnailUrl": f"{url}/thumbnails/{video_id}.jpg"}
     assert dev.proc.returncode == 0
-    assert "NOTHING IS PERSISTED" in (tmp_path / "dev.log").read_text()
+    assert "rebuilt from MEDIA_DIR at each start" in (tmp_path / "dev.log").read_text()
+
+
+def video_state(url: str, video_id: str) -> dict[str, Any]:
+    query = f'{{ video(id: "{video_id}") {{ id ownerId status filename duration streamUrl }} }}'
+    video: dict[str, Any] = httpx.post(f"{url}/graphql", json={"query": query}).json()["data"][
+        "video"
+    ]
+    return video
+
+
+def test_dev_keeps_its_library_across_a_restart(tmp_path: Path, clips: Any):
+    """On the stand-in the database lives in the process: at start, dev rebuilds it from
+    MEDIA_DIR (reindex), so ids, owners, states and files survive a restart."""
+    with running_dev(tmp_path) as dev:
+        done_id = upload(dev.url, clips.h264_aac)
+        failed_id = upload(dev.url, clips.truncated)
+        assert final_state(dev.url, done_id)["status"] == "DONE"
+        assert final_state(dev.url, failed_id)["status"] == "FAILED"
+        before = {v: video_state(dev.url, v) for v in (done_id, failed_id)}
+        stream = httpx.get(f"{dev.url}/stream/{done_id}").content
+    with running_dev(tmp_path) as again:
+        after = {
+            v: {**video_state(again.url, v), "streamUrl": before[v]["streamUrl"]}
+            for v in (done_id, failed_id)
+        }
+        assert after == before
+        assert before[done_id]["ownerId"] == "anonymous"
+        assert httpx.get(f"{again.url}/stream/{done_id}").content == stream
+        thumbnail = httpx.get(f"{again.url}/thumbnails/{done_id}.jpg")
+        assert thumbnail.status_code == 200
+        assert thumbnail.content[:3] == b"\xff\xd8\xff"
+        listed = httpx.post(
+            f"{again.url}/graphql", json={"query": "{ videos { totalCount } }"}
+        ).json()["data"]["videos"]
+        assert listed == {"totalCount": 2}
+    log = (tmp_path / "dev.log").read_text()
+    assert "2 videos restored (1 DONE, 1 FAILED, 0 PENDING of which 0 queued)" in log
 
 
 def test_two_dev_servers_on_one_redis_keep_their_own_jobs(tmp_path: Path, clips: Any):
@@ -147,7 +185,7 @@ def test_two_dev_servers_on_one_redis_keep_their_own_jobs(tmp_path: Path, clips:
     assert "clipo:queue" not in queues
 
 
-@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize("command", ["serve", "worker", "reindex"])
 def test_production_processes_refuse_to_start_without_mongodb(tmp_path: Path, command: str):
     done = subprocess.run(
         [*CLI, command, "--port", str(free_port())] if command == "serve" else [*CLI, command],
@@ -199,3 +237,78 @@ def test_token_prints_a_jwt_that_serve_accepts(tmp_path: Path):
     )  # fmt: skip
     assert missing.returncode != 0
     assert "AUTH_JWT_SECRET" in missing.stderr
+
+
+def test_reindex_refuses_while_an_api_process_uses_the_media_dir(tmp_path: Path):
+    """A live API process may be storing a video: reindex inserting its document first
+    would make that upload fail. (The database is never reached: the port is closed.)"""
+    from clipo_gql.storage import Storage
+
+    storage = Storage(tmp_path / "media")
+    storage.prepare()
+    storage.claim_uploads()
+    try:
+        done = subprocess.run(
+            [*CLI, "reindex"],
+            env=environment(MEDIA_DIR=str(storage.root), MONGODB_URL="mongodb://127.0.0.1:1"),
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        storage.release_uploads()
+    assert done.returncode == 2
+    assert "1 API process(es) use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("MONGODB_URL"), reason="needs a MongoDB server")
+def test_reindex_command_on_a_real_server(tmp_path: Path):
+    """The command as an operator runs it after losing the database: a summary, and a
+    second run that keeps everything."""
+    from bson import ObjectId
+
+    from clipo_gql.storage import Storage
+
+    storage = Storage(tmp_path / "media")
+    storage.prepare()
+    video_id = ObjectId()
+    folder = storage.video_dir(video_id)
+    folder.mkdir()
+    (folder / "original").write_bytes(b"not really a video")
+    record = {
+        "format": 1, "id": str(video_id), "filename": "a.mp4", "owner_id": "erin",
+        "source": "UPLOAD", "created_at": "2024-05-01T10:00:00Z", "status": "FAILED",
+        "error": "Not a video",
+    }  # fmt: skip
+    (folder / "record.json").write_text(json.dumps(record))
+    (storage.videos / "stray").mkdir()
+    env = environment(
+        MEDIA_DIR=str(storage.root),
+        MONGODB_URL=os.environ["MONGODB_URL"],
+        MONGODB_DATABASE=f"clipo_test_{uuid.uuid4().hex[:12]}",
+        REDIS_URL=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        QUEUE_NAME=f"clipo-test-{uuid.uuid4().hex[:12]}:queue",
+    )
+    try:
+        first, second = (
+            subprocess.run(
+                [*CLI, "reindex"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                cwd=tmp_path,
+            )  # fmt: skip
+            for _ in range(2)
+        )
+        assert first.returncode == 0, first.stderr
+        assert "1 videos restored (0 DONE, 1 FAILED" in first.stdout, first.stdout
+        assert f"left alone: {storage.videos / 'stray'}: not a video id" in first.stdout
+        assert second.returncode == 0, second.stderr
+        assert "0 videos restored" in second.stdout, second.stdout
+        assert "1 kept" in second.stdout
+    finally:
+        from pymongo import MongoClient
+
+        client: MongoClient[Any] = MongoClient(env["MONGODB_URL"])
+        client.drop_database(env["MONGODB_DATABASE"])
+        client.close()

@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from bson import ObjectId
 
 from clipo_gql.models import Video, VideoSource, VideoStatus
@@ -90,3 +91,16 @@ async def test_folders_of_videos_never_stored_go_after_the_grace(server: Server)
     assert storage.original(stored.id).exists()
     assert storage.original(young).exists()  # may be being stored right now
     assert (storage.videos / "not-an-id").exists()
+
+
+async def test_no_document_at_all_is_a_lost_database_and_nothing_goes(
+    server: Server, caplog: pytest.LogCaptureFixture
+):
+    """A thousand crashed uploads are not what an empty collection beside old folders means:
+    the database was lost, and those folders are what `clipo-gql reindex` restores."""
+    storage = Storage(server.settings.media_dir)
+    orphan = old_id(3600)
+    make_folder(storage.video_dir(orphan))
+    assert (await sweep(storage, 600)).videos == 0
+    assert storage.original(orphan).exists()
+    assert "run `clipo-gql reindex`" in caplog.text

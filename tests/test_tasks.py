@@ -94,7 +94,7 @@ async def test_rerun_of_an_interrupted_job_finishes_with_one_set_of_files(
     done = await run_job(server.settings, video, job_try=2)
     assert (done.status, done.progress) == (VideoStatus.DONE, 1.0)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "metadata.json", "original", "thumbnail.jpg", "video.mp4",
+        "metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4",
     ]  # fmt: skip
 
 
@@ -128,7 +128,7 @@ async def test_job_timeout_marks_the_video_failed(server: Server, clips: Any, tm
     assert failed.error is not None
     assert "1 s" in failed.error
     names = {p.name for p in video_files(server.settings)}
-    assert names == {"original"}
+    assert names == {"original", "record.json"}
 
 
 async def test_cancelled_after_done_was_stored_keeps_the_outputs(
@@ -157,6 +157,8 @@ async def test_cancelled_after_done_was_stored_keeps_the_outputs(
     assert stored is not None
     assert stored.status is VideoStatus.DONE
     names = sorted(p.name for p in video_files(server.settings))
+    # No record.json: this video was stored without one, and the cancellation came before
+    # the job rewrote it (reindex would still find it DONE from its outputs, with a record).
     assert names == ["metadata.json", "original", "thumbnail.jpg", "video.mp4"]
 
 

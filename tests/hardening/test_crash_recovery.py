@@ -149,7 +149,7 @@ async def recover(api: Server, video_id: str) -> list[dict[str, Any]]:
 def assert_one_set_of_outputs(settings: Settings, video_id: str) -> None:
     folder = settings.media_dir / "videos" / video_id
     names = sorted(p.name for p in video_files(settings))
-    assert names == ["metadata.json", "original", "thumbnail.jpg", "video.mp4"]
+    assert names == ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"]
     assert all(p.parent == folder for p in video_files(settings))
     assert incoming_files(settings) == []
     assert json.loads((folder / "metadata.json").read_text())["id"] == video_id

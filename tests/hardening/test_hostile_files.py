@@ -43,8 +43,10 @@ async def final_state(server: Server, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def outputs(settings: Settings) -> list[str]:
-    """Names of every file in the media folder except the kept originals."""
-    return sorted(p.name for p in video_files(settings) if p.name != "original")
+    """Names of every file in the media folder except the kept originals and records."""
+    return sorted(
+        p.name for p in video_files(settings) if p.name not in ("original", "record.json")
+    )
 
 
 async def assert_refused_and_nothing_kept(server: Server, body: dict[str, Any]) -> None:

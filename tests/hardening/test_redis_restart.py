@@ -123,6 +123,8 @@ async def test_processing_survives_a_redis_restart(
             assert states[-1]["status"] == "DONE", states[-1]
             assert [s["status"] for s in states].count("DONE") == 1
         names = sorted(p.name for p in video_files(isolated))
-        assert names == sorted(["metadata.json", "original", "thumbnail.jpg", "video.mp4"] * 2)
+        assert names == sorted(
+            ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"] * 2
+        )
         # The service answers normally afterwards.
         assert (await server.http.get("/readyz")).status_code == 200

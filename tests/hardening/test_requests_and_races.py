@@ -150,4 +150,6 @@ async def test_same_file_uploaded_twice_at_once_is_two_videos_each_processed_onc
         assert stored is not None
         assert stored.attempts == 1, "processed more than once"
     names = sorted(p.name for p in video_files(server.settings))
-    assert names == sorted(["metadata.json", "original", "thumbnail.jpg", "video.mp4"] * 2)
+    assert names == sorted(
+        ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"] * 2
+    )

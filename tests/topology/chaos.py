@@ -330,7 +330,7 @@ def disk_problems(topo: Topology, documents: list[dict[str, Any]]) -> list[str]:
             problems.append(f"orphan folder {folder.name}: {names}")
         elif document["status"] == "DONE" and names != OUTPUTS:
             problems.append(f"DONE video {folder.name} has {names}")
-        elif document["status"] == "FAILED" and [n for n in names if n != "original"]:
+        elif document["status"] == "FAILED" and set(names) - {"original", "record.json"}:
             problems.append(f"FAILED video {folder.name} has {names}")
     for video_id, document in by_id.items():
         if document["status"] == "DONE" and not (videos / video_id).is_dir():

@@ -23,7 +23,7 @@ UPLOAD = (
 )
 WATCH = "subscription($id: ID!) { videoStatus(id: $id) { id status progress error } }"
 FINAL = ("DONE", "FAILED")
-OUTPUTS = ["metadata.json", "original", "thumbnail.jpg", "video.mp4"]
+OUTPUTS = ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"]
 
 
 async def upload(http: httpx.AsyncClient, path: Path | bytes, name: str) -> dict[str, Any]:
