@@ -28,7 +28,7 @@ from clipo_gql.fetch import filename_from_url, validate_url
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.ops.metrics import VIDEOS_CREATED
 from clipo_gql.state import AppState
-from clipo_gql.tasks import cancel_processing, enqueue_processing
+from clipo_gql.tasks import cancel_processing, enqueue_again, enqueue_processing
 from clipo_gql.uploads import ReceivedFile, safe_filename, sniff_video
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ async def retry(app: AppState, principal: Principal, video_id: ObjectId) -> Vide
             raise InvalidStateError(
                 f"Only FAILED videos can be retried; this one is {current.status}"
             )
-        await enqueue_processing(app.redis, video_id)
+        await enqueue_again(app.redis, video_id)
         await records.update(app.storage, video)
     except (RedisError, OSError) as exc:
         # Not queued: back to FAILED rather than PENDING with no job. (The state is stored

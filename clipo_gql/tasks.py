@@ -54,6 +54,24 @@ async def enqueue_processing(redis: ArqRedis, video_id: ObjectId) -> bool:
     return job is not None
 
 
+async def enqueue_again(redis: ArqRedis, video_id: ObjectId, wait_seconds: float = 5) -> bool:
+    """Queue a retried video's job. The job that failed it may still be ending (it writes the
+    record, arq its bookkeeping) and its id is then taken: wait for it rather than leave the
+    video PENDING until the next requeue pass. A queued job of the same id will run it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_seconds
+    while not await enqueue_processing(redis, video_id):
+        if not await redis.exists(in_progress_key_prefix + job_id(video_id)):
+            return False  # queued, not running: it will process the video as it is now
+        if loop.time() > deadline:
+            log.warning(
+                "video %s: its last job is still running; the requeue pass will queue it", video_id
+            )
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
 async def enqueue_active(redis: ArqRedis) -> int:
     """Queue every PENDING or PROCESSING video again; those whose job still exists (queued or
     running) are untouched. After Redis lost its data (a restart without persistence) this is

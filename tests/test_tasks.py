@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from bson import ObjectId
 from redis.asyncio import Redis
 
@@ -17,6 +18,7 @@ from clipo_gql.settings import Settings
 from clipo_gql.tasks import (
     build_context,
     embedded_worker,
+    enqueue_again,
     enqueue_processing,
     job_id,
     process_video,
@@ -192,3 +194,30 @@ async def test_a_freed_slot_takes_the_next_job_without_waiting_for_the_poll(
         with contextlib.suppress(asyncio.CancelledError):
             await running
         await worker.close()
+
+
+async def test_a_retry_while_the_failed_job_is_ending_is_queued_once_it_ended(
+    settings: Settings, redis: Redis
+):
+    """The job that failed a video is still ending (writing its record, arq's bookkeeping)
+    when a client retries it: its id is taken, and an enqueue then would be lost."""
+    arq = await create_redis(settings)
+    video_id = ObjectId()
+    keys = [prefix + job_id(video_id) for prefix in (job_key_prefix, in_progress_key_prefix)]
+    try:
+        for key in keys:
+            await arq.set(key, b"the failing job")
+
+        async def end() -> None:
+            await asyncio.sleep(0.3)
+            await arq.delete(*keys)
+
+        ending = asyncio.create_task(end())
+        assert await enqueue_again(arq, video_id)
+        assert ending.done()
+        assert await arq.zscore(settings.queue_name, job_id(video_id)) is not None
+        # Only queued, not running: that job will run the video; nothing to wait for.
+        await arq.delete(keys[1])
+        assert not await enqueue_again(arq, video_id, wait_seconds=0)
+    finally:
+        await arq.aclose()
