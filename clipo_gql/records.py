@@ -40,6 +40,20 @@ FIELDS = frozenset(
         "remuxed",
     }
 )
+# What ffprobe found (None until the probe): in the record too, so that a DONE video is
+# rebuilt from its record alone.
+PROBED = frozenset(
+    {
+        "duration",
+        "width",
+        "height",
+        "video_codec",
+        "audio_codec",
+        "frame_rate",
+        "bit_rate",
+        "format_name",
+    }
+)
 
 
 # Document fields and their names in metadata.json (processing.metadata_document): what
@@ -75,7 +89,7 @@ class RecordError(ValueError):
 
 
 def record_of(video: Video) -> dict[str, Any]:
-    return {"format": FORMAT, **video.model_dump(mode="json", include=set(FIELDS))}
+    return {"format": FORMAT, **video.model_dump(mode="json", include=set(FIELDS | PROBED))}
 
 
 async def write_new(storage: Storage, video: Video) -> None:
@@ -118,13 +132,15 @@ def read(path: str | Path, video_id: ObjectId) -> dict[str, Any]:
 def rebuild(record: dict[str, Any], status: VideoStatus, metadata: object | None = None) -> Video:
     """The document of a recorded video in `status`; a DONE one takes the probe's fields (and
     the downloaded file's name and size) from its metadata JSON."""
-    fields = {key: value for key, value in record.items() if key in FIELDS}
+    fields = {key: value for key, value in record.items() if key in FIELDS | PROBED}
     fields["status"] = status.value
     if status is not VideoStatus.FAILED:  # which keeps how far it got, and why it failed
         fields["progress"] = 1.0 if status is VideoStatus.DONE else None
         fields["error"] = None
     if status is not VideoStatus.DONE:
         fields["remuxed"] = None
+    if status is VideoStatus.PENDING:  # to be probed again
+        fields.update(dict.fromkeys(PROBED))
     probed: dict[str, Any] = {}
     if metadata is not None:
         if not isinstance(metadata, dict):

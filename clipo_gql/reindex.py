@@ -14,14 +14,16 @@ before its worker starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 from arq.connections import ArqRedis
 from bson import ObjectId
@@ -35,6 +37,8 @@ from clipo_gql.storage import METADATA, ORIGINAL, OUTPUTS, RECORD, Storage, pars
 from clipo_gql.tasks import enqueue_processing
 
 log = logging.getLogger(__name__)
+A = TypeVar("A")
+B = TypeVar("B")
 
 # Folders per MongoDB round trip (one `$in` look-up and one insert_many each).
 BATCH = 1000
@@ -94,15 +98,18 @@ async def reindex(storage: Storage, redis: ArqRedis | None) -> Summary:
     # the stand-in, each `$in` look-up is a scan of the collection.) Documents stored
     # meanwhile are still kept: the insert tolerates their ids.
     empty = await collection.find_one({}, {"_id": 1}) is None
-    for start in range(0, len(ids), BATCH):
-        batch = ids[start : start + BATCH]
+
+    async def prepare(batch: list[ObjectId]) -> tuple[int, list[Video | Leftover]]:
         stored: set[ObjectId] = set()
         if not empty:
             query = {"_id": {"$in": batch}}
             stored = {raw["_id"] async for raw in collection.find(query, {"_id": 1})}
-        summary.kept += len(stored)
         missing = [oid for oid in batch if oid not in stored]
-        found = await asyncio.to_thread(_read_all, storage, missing)
+        return len(stored), await asyncio.to_thread(_read_all, storage, missing)
+
+    batches = [ids[start : start + BATCH] for start in range(0, len(ids), BATCH)]
+    async for kept, found in _ahead(prepare, batches):
+        summary.kept += kept
         summary.leftovers += [item for item in found if isinstance(item, Leftover)]
         videos = [item for item in found if isinstance(item, Video)]
         inserted = await _insert(videos)
@@ -120,6 +127,25 @@ async def reindex(storage: Storage, redis: ArqRedis | None) -> Summary:
     summary.leftovers.sort(key=lambda left: left.path)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+async def _ahead(step: Callable[[A], Coroutine[Any, Any, B]], items: list[A]) -> AsyncIterator[B]:
+    """`step` of each item in turn, the next one already running while the caller works on
+    this one's result: reading a batch's files takes about as long as inserting the batch
+    before it, and the database works in another process (or motor's thread)."""
+    if not items:
+        return
+    running = asyncio.create_task(step(items[0]))
+    try:
+        for n in range(len(items)):
+            result = await running
+            if n + 1 < len(items):
+                running = asyncio.create_task(step(items[n + 1]))
+            yield result
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 def _names(videos: Path) -> list[str]:
@@ -167,6 +193,11 @@ def _read(folder: str, video_id: ObjectId) -> Video | Leftover:
     try:
         record = records.read(f"{folder}/{RECORD}", video_id)
         if all(name in names for name in OUTPUTS):
+            done = record.get("status") == VideoStatus.DONE.value
+            if done and records.PROBED <= record.keys() and _whole_object(f"{folder}/{METADATA}"):
+                # Written at DONE, the record holds the probe's fields too: metadata.json
+                # (ten times its size, ffprobe's whole output) need not be parsed.
+                return records.rebuild(record, VideoStatus.DONE)
             metadata = _metadata(f"{folder}/{METADATA}")
             return records.rebuild(record, VideoStatus.DONE, metadata)
         if record.get("status") == VideoStatus.FAILED.value:
@@ -176,6 +207,18 @@ def _read(folder: str, video_id: ObjectId) -> Video | Leftover:
     except records.RecordError as exc:
         return Leftover(Path(folder), exc.reason)
     return Leftover(Path(folder), "an upload whose original is missing, and no outputs")
+
+
+def _whole_object(path: str) -> bool:
+    """Whether a JSON file ends as an object does, read from its last bytes only. Written
+    atomically, metadata.json is whole unless something else damaged it; a file that fails
+    this is parsed, to say exactly what is wrong with it."""
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - 16))
+            return file.read().rstrip().endswith(b"}")
+    except OSError:
+        return False
 
 
 def _metadata(path: str) -> object:
