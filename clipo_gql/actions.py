@@ -91,7 +91,6 @@ async def retry(app: AppState, principal: Principal, video_id: ObjectId) -> Vide
                 f"Only FAILED videos can be retried; this one is {current.status}"
             )
         await enqueue_again(app.redis, video_id)
-        await records.update(app.storage, video)
     except (RedisError, OSError) as exc:
         # Not queued: back to FAILED rather than PENDING with no job. (The state is stored
         # before it is published, so with Redis down only the publish fails.)

@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
-from clipo_gql import graphiql, reindex
+from clipo_gql import graphiql, records, reindex
 from clipo_gql.auth.credentials import Authenticator, check_config
 from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.auth.quotas import ConnectionCounter, Quotas
@@ -69,7 +69,9 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             redis=redis,
             mongo=mongo,
             storage=storage,
-            videos=VideoService(EventPublisher(redis, settings.redis_prefix)),
+            videos=VideoService(
+                EventPublisher(redis, settings.redis_prefix), records.keeper(storage)
+            ),
             hub=hub,
             auth=Authenticator(settings),
             links=MediaLinks(settings),

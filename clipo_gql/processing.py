@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 
-from clipo_gql import records
 from clipo_gql.auth.quotas import quota_left
 from clipo_gql.errors import ClipoError, ProcessingError
 from clipo_gql.fetch import download
@@ -133,11 +132,7 @@ class Pipeline:
     async def _fail(self, video_id: ObjectId, reason: str) -> VideoStatus | None:
         log.info("video %s FAILED: %s", video_id, reason)
         self.storage.remove_outputs(video_id)
-        failed = await self.videos.fail(video_id, reason)
-        if failed is None:
-            return None
-        await records.update(self.storage, failed)
-        return VideoStatus.FAILED
+        return VideoStatus.FAILED if await self.videos.fail(video_id, reason) else None
 
     async def _process(self, video: Video) -> VideoStatus | None:
         assert video.id is not None
@@ -181,7 +176,6 @@ class Pipeline:
             # Deleted while we worked: the delete may have run before our files appeared.
             await self.storage.remove_video(video_id)
             return None
-        await records.update(self.storage, done)
         log.info("video %s DONE (%s)", video_id, "remuxed" if remuxed else "transcoded")
         return VideoStatus.DONE
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,15 @@ async def update(storage: Storage, video: Video) -> None:
         pass  # deleted meanwhile
     except OSError as exc:
         log.warning("could not update the record of video %s: %s", video.id, exc)
+
+
+def keeper(storage: Storage) -> Callable[[Video], Awaitable[None]]:
+    """What VideoService calls with each final state and retry, to keep the record."""
+
+    async def keep(video: Video) -> None:
+        await update(storage, video)
+
+    return keep
 
 
 def read(path: str | Path, video_id: ObjectId) -> dict[str, Any]:

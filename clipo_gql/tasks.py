@@ -17,7 +17,7 @@ from bson import ObjectId
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import RedisError
 
-from clipo_gql import logs
+from clipo_gql import logs, records
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
 from clipo_gql.media import Media
@@ -175,7 +175,7 @@ async def _hold_lease(redis: ArqRedis, arq_job_id: str, seconds: float) -> None:
 def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
     storage = Storage(settings.media_dir)
     storage.prepare()
-    videos = VideoService(EventPublisher(redis, settings.redis_prefix))
+    videos = VideoService(EventPublisher(redis, settings.redis_prefix), records.keeper(storage))
     pipeline = Pipeline(settings, videos, Media(settings), storage)
     return WorkerContext(
         redis=redis,

@@ -7,7 +7,7 @@ workers (arq delivers at least once) or a delete racing a job cannot move a vide
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any, Literal, TypeAlias
 
 from bson import ObjectId
@@ -31,8 +31,13 @@ def decode_event(data: str) -> VideoEvent:
 
 
 class VideoService:
-    def __init__(self, events: EventPublisher) -> None:
+    def __init__(
+        self, events: EventPublisher, keep_record: Callable[[Video], Awaitable[None]] | None = None
+    ) -> None:
         self.events = events
+        # Called with each new final state (DONE, FAILED) and retry, once stored and before it
+        # is published: whoever sees the change finds the video's folder as it will stay.
+        self.keep_record = keep_record
 
     async def _update(
         self,
@@ -42,6 +47,7 @@ class VideoService:
         expect: Collection[VideoStatus],
         extra_filter: dict[str, Any] | None = None,
         inc: dict[str, int] | None = None,
+        lasting: bool = False,
     ) -> Video | None:
         """Apply `fields` if the video is in one of `expect`; publish and return the new state."""
         query: dict[str, Any] = {"_id": video_id, "status": {"$in": [s.value for s in expect]}}
@@ -56,6 +62,8 @@ class VideoService:
         if raw is None:
             return None
         video = Video.from_mongo(raw)
+        if lasting and self.keep_record is not None:
+            await self.keep_record(video)
         await self.events.publish(video)
         return video
 
@@ -82,11 +90,15 @@ class VideoService:
             video_id,
             {**fields, "status": VideoStatus.DONE.value, "progress": 1.0, "error": None},
             expect=(VideoStatus.PROCESSING,),
+            lasting=True,
         )
 
     async def fail(self, video_id: ObjectId, reason: str) -> Video | None:
         return await self._update(
-            video_id, {"status": VideoStatus.FAILED.value, "error": reason}, expect=ACTIVE
+            video_id,
+            {"status": VideoStatus.FAILED.value, "error": reason},
+            expect=ACTIVE,
+            lasting=True,
         )
 
     async def record(self, video_id: ObjectId, fields: dict[str, Any]) -> Video | None:
@@ -101,6 +113,7 @@ class VideoService:
             {"status": VideoStatus.PENDING.value, "error": None, "progress": None},
             expect=(VideoStatus.FAILED,),
             extra_filter=scope,
+            lasting=True,
         )
 
     async def interrupted(self, video_id: ObjectId) -> Video | None:

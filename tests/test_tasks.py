@@ -159,9 +159,8 @@ async def test_cancelled_after_done_was_stored_keeps_the_outputs(
     assert stored is not None
     assert stored.status is VideoStatus.DONE
     names = sorted(p.name for p in video_files(server.settings))
-    # No record.json: this video was stored without one, and the cancellation came before
-    # the job rewrote it (reindex would still find it DONE from its outputs, with a record).
-    assert names == ["metadata.json", "original", "thumbnail.jpg", "video.mp4"]
+    # The record is kept as DONE is stored, before it is published: it is there too.
+    assert names == ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"]
 
 
 async def test_a_freed_slot_takes_the_next_job_without_waiting_for_the_poll(

@@ -123,7 +123,8 @@ async def test_redirect_to_the_metadata_address_is_refused(
     assert final["status"] == "FAILED", final
     assert "169.254.169.254" in final["error"], final["error"]
     assert requests == [b"GET /to-metadata.mp4 HTTP/1.1"]
-    assert video_files(api.settings) == []
+    # Nothing of the download is kept; the record says FAILED (for reindex).
+    assert [p.name for p in video_files(api.settings)] == ["record.json"]
     assert incoming_files(api.settings) == []
 
 
@@ -134,5 +135,6 @@ async def test_a_lying_content_length_fails_and_leaves_no_partial_file(
     final = await submitted_and_finished(api, f"{base}/short.mp4")
     assert final["status"] == "FAILED", final
     assert final["error"]
-    assert video_files(api.settings) == []
+    # Nothing of the download is kept; the record says FAILED (for reindex).
+    assert [p.name for p in video_files(api.settings)] == ["record.json"]
     assert incoming_files(api.settings) == []
