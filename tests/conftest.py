@@ -32,6 +32,24 @@ def database_name() -> str:
     return f"MONGODB_URL ({url})" if url else "the stand-in"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "once_per_run: does not depend on the database; ./scripts/test runs it in its last pass",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # ./scripts/test sets this for every pass but the last: a test whose outcome does not
+    # depend on the database (the benchmarks' smoke run, 100 s) need not run twice.
+    if not os.environ.get("CLIPO_REPEATED_PASS"):
+        return
+    skip = pytest.mark.skip(reason="does not depend on the database: runs in the last pass")
+    for item in items:
+        if item.get_closest_marker("once_per_run"):
+            item.add_marker(skip)
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     return f"database: {database_name()}"
 

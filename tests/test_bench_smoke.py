@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.once_per_run
 @pytest.mark.timeout(400)
 def test_every_benchmark_runs(tmp_path: Path):
     out = tmp_path / "RESULTS.md"

@@ -25,6 +25,7 @@ async def api(settings: Settings, redis: Redis) -> AsyncIterator[Server]:
         yield running
 
 
+@pytest.mark.once_per_run
 async def test_the_graphql_http_audit_passes_whole(api: Server):
     node = shutil.which("node")
     assert node is not None, f"node is not installed; {INSTALL} installs it"

@@ -534,8 +534,13 @@ async def test_unfinished_videos_quota_and_disk_are_limited(
         third = (await upload(one, clips.h264_aac, alice)).json()
         assert third["errors"][0]["extensions"]["code"] == "QUOTA_EXCEEDED"
         assert "waiting or processing" in third["errors"][0]["message"]
+    # Each server its own database and media folder: `dev` on the stand-in rebuilds its
+    # database from the folder at start, so a shared one would bring the videos back.
     bytes_only = auth_settings(
-        settings, quota_bytes=size + 10, mongodb_database=settings.mongodb_database + "b"
+        settings,
+        quota_bytes=size + 10,
+        mongodb_database=settings.mongodb_database + "b",
+        media_dir=settings.media_dir.with_name("media-b"),
     )
     async for one in run_server(bytes_only):
         bob = bearer(one, BOB)
@@ -544,7 +549,10 @@ async def test_unfinished_videos_quota_and_disk_are_limited(
         assert over["errors"][0]["extensions"]["code"] == "QUOTA_EXCEEDED"
         assert "quota" in over["errors"][0]["message"]
     full = auth_settings(
-        settings, min_free_disk_bytes=2**62, mongodb_database=settings.mongodb_database + "c"
+        settings,
+        min_free_disk_bytes=2**62,
+        mongodb_database=settings.mongodb_database + "c",
+        media_dir=settings.media_dir.with_name("media-c"),
     )
     async for one in run_server(full):
         before = video_files(one.settings)
