@@ -82,6 +82,8 @@ async def run(ctx: Context) -> list[Result]:
                 ctx.repeats, lambda: to_done(on, short), lambda: to_done(off, short)
             )
             videos = ctx.repeats + 1
+            for service in (on, off):  # warm-up: connections, the validation cache
+                await queries_per_second(service, seconds, videos)
             cpu = {on.url: 0.0, off.url: 0.0}
             counted = {on.url: 0.0, off.url: 0.0}
 
@@ -92,10 +94,6 @@ async def run(ctx: Context) -> list[Result]:
                 counted[service.url] += per_second * seconds
                 return per_second
 
-            await rate(on)  # warm-up: connections, the validation cache
-            await rate(off)
-            cpu = {url: 0.0 for url in cpu}
-            counted = {url: 0.0 for url in counted}
             query_on, query_off = await alternate(ctx.repeats, lambda: rate(on), lambda: rate(off))
         finally:
             scraper.cancel()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             mongo=mongo,
             storage=storage,
             videos=VideoService(
-                EventPublisher(redis, settings.redis_prefix), records.keeper(storage)
+                EventPublisher(redis, settings.redis_prefix), partial(records.update, storage)
             ),
             hub=hub,
             auth=Authenticator(settings),

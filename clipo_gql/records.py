@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +101,10 @@ async def write_new(storage: Storage, video: Video) -> None:
 
 
 async def update(storage: Storage, video: Video) -> None:
-    """The record after a change of state. Best effort: MongoDB holds the truth, the record
-    only matters once the database is lost. Never creates the folder: a video deleted
-    meanwhile must not get one back."""
+    """The record after a change of state: VideoService's `keep_record`, with each final
+    state and retry. Best effort: MongoDB holds the truth, the record only matters once the
+    database is lost. Never creates the folder: a video deleted meanwhile must not get one
+    back."""
     assert video.id is not None
     try:
         await storage.write_json(storage.record(video.id), record_of(video))
@@ -112,15 +112,6 @@ async def update(storage: Storage, video: Video) -> None:
         pass  # deleted meanwhile
     except OSError as exc:
         log.warning("could not update the record of video %s: %s", video.id, exc)
-
-
-def keeper(storage: Storage) -> Callable[[Video], Awaitable[None]]:
-    """What VideoService calls with each final state and retry, to keep the record."""
-
-    async def keep(video: Video) -> None:
-        await update(storage, video)
-
-    return keep
 
 
 def read(path: str | Path, video_id: ObjectId) -> dict[str, Any]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -232,22 +231,10 @@ def _metadata(path: str) -> object:
 
 
 def live_api_processes(storage: Storage) -> int:
-    """API processes using this MEDIA_DIR: those holding their upload folder's lock
-    (`Storage.claim_uploads`). One may be storing a video right now: its record is written,
-    its document not yet, and reindex inserting that document would make its insert fail."""
-    live = 0
-    for lock in storage.incoming.glob("*.lock"):
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            live += 1
-        finally:
-            os.close(fd)  # closing drops a lock we took
-    return live
+    """API processes using this MEDIA_DIR: those holding their upload folder's lock. One may
+    be storing a video right now: its record is written, its document not yet, and reindex
+    inserting that document would make its insert fail."""
+    return sum(alive for _, alive in storage.upload_claims())
 
 
 async def run(settings: Settings) -> Summary:

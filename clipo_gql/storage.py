@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,25 @@ class Storage:
         self._claim = fd
         self.uploads = self.incoming / instance
         self.uploads.mkdir(mode=0o700)
+
+    def upload_claims(self) -> Iterator[tuple[Path, bool]]:
+        """Each API process's upload folder (by its lock file) and whether its process is
+        alive. A dead one's lock is held by this call while the caller looks at it, so no
+        process can start reusing it meanwhile. (Our own claim counts as alive: flock is per
+        open file.)"""
+        for lock in self.incoming.glob("*.lock"):
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # released meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield self.incoming / lock.stem, True
+            else:
+                yield self.incoming / lock.stem, False
+            finally:
+                os.close(fd)
 
     def release_uploads(self) -> None:
         if self._claim is None:

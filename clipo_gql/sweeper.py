@@ -16,14 +16,12 @@ Workers sweep in their periodic pass (tasks.housekeeping).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from clipo_gql.models import Video
 from clipo_gql.storage import Storage, parse_id
@@ -44,7 +42,7 @@ class Swept:
 
 async def sweep(storage: Storage, grace_seconds: float) -> Swept:
     swept = Swept()
-    swept.uploads = await asyncio.to_thread(_sweep_uploads, storage.incoming, grace_seconds)
+    swept.uploads = await asyncio.to_thread(_sweep_uploads, storage, grace_seconds)
     swept.videos = await _sweep_videos(storage, grace_seconds)
     if swept:
         log.warning(
@@ -54,23 +52,14 @@ async def sweep(storage: Storage, grace_seconds: float) -> Swept:
     return swept
 
 
-def _sweep_uploads(incoming: Path, grace_seconds: float) -> int:
+def _sweep_uploads(storage: Storage, grace_seconds: float) -> int:
     removed = 0
-    for lock in incoming.glob("*.lock"):
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            continue  # released meanwhile
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            continue  # its process is alive (our own lock counts: flock is per open file)
-        else:
-            shutil.rmtree(incoming / lock.stem, ignore_errors=True)
-            lock.unlink(missing_ok=True)
+    for folder, alive in storage.upload_claims():
+        if not alive:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.with_suffix(".lock").unlink(missing_ok=True)
             removed += 1
-        finally:
-            os.close(fd)
+    incoming = storage.incoming
     # Loose files: what processes that wrote straight into incoming/ left (older versions).
     cutoff = time.time() - grace_seconds
     for path in incoming.iterdir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 from signal import Signals
 from typing import Any, TypedDict, cast
 
@@ -175,7 +176,9 @@ async def _hold_lease(redis: ArqRedis, arq_job_id: str, seconds: float) -> None:
 def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
     storage = Storage(settings.media_dir)
     storage.prepare()
-    videos = VideoService(EventPublisher(redis, settings.redis_prefix), records.keeper(storage))
+    videos = VideoService(
+        EventPublisher(redis, settings.redis_prefix), partial(records.update, storage)
+    )
     pipeline = Pipeline(settings, videos, Media(settings), storage)
     return WorkerContext(
         redis=redis,

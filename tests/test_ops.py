@@ -16,13 +16,16 @@ from typing import Any
 import httpx
 import pytest
 from bson import ObjectId, json_util
+from graphql import GraphQLError
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
+from pymongo.errors import ConnectionFailure
 from redis.asyncio import Redis
 
 from clipo_gql.auth.tokens import mint
 from clipo_gql.connections import ConfigError, create_redis
-from clipo_gql.errors import CODES
+from clipo_gql.errors import CODES, ForbiddenError, NotFoundError, RateLimitedError
+from clipo_gql.graphql_errors import with_code
 from clipo_gql.models import Video
 from clipo_gql.ops.exporter import WorkerMetrics
 from clipo_gql.ops.monitor import Heartbeat, queue_status
@@ -304,3 +307,17 @@ async def test_metrics_off_serves_no_metrics(settings: Settings, redis: Redis) -
 
 def test_error_codes_are_the_bounded_set_clients_see() -> None:
     assert {"INTERNAL", "BAD_USER_INPUT", "RATE_LIMITED", "FORBIDDEN", "NOT_FOUND"} <= CODES
+    # Whatever a resolver raises, the code clients (and the metric's label) get is in CODES.
+    originals: list[Exception | None] = [
+        None,
+        GraphQLError("Variable $id got invalid value"),
+        ConnectionFailure("down"),
+        KeyError("a bug"),
+        RateLimitedError("slow down", retry_after=3),
+        NotFoundError("no such video"),
+        ForbiddenError("not yours"),
+    ]
+    for original in originals:
+        error = GraphQLError("raised", original_error=original)
+        code = (with_code(error).extensions or {})["code"]
+        assert code in CODES, (original, code)
