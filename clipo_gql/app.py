@@ -24,6 +24,7 @@ from clipo_gql.auth.quotas import ConnectionCounter, Quotas
 from clipo_gql.connections import create_redis, init_mongo
 from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.graphql_view import PREFLIGHT_HEADERS, ClipoGraphQL
+from clipo_gql.hls import routes as hls_routes
 from clipo_gql.limits import BodySizeLimit, MiB
 from clipo_gql.logs import RequestIdMiddleware
 from clipo_gql.ops.exporter import metrics_route
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         WebSocketRoute("/graphql", graphql),
         *graphiql.routes(settings),
         *routes,
+        *hls_routes.routes,
         *([metrics_route()] if settings.metrics_enabled else []),
     ]
     if settings.frontend_dir is not None:

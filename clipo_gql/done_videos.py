@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from bson import ObjectId
 
-from clipo_gql.models import ANONYMOUS_OWNER, Video, VideoStatus
+from clipo_gql.models import ANONYMOUS_OWNER, Output, Video, VideoStatus, has_output
 
 KEPT = 4096  # entries of (id, name, owner): well under a MiB
 
@@ -22,6 +22,10 @@ class Found(NamedTuple):
     status: VideoStatus
     filename: str
     owner_id: str
+    published: frozenset[Output] = frozenset()
+
+    def has(self, output: Output) -> bool:
+        return has_output(self.status, self.published, output)
 
 
 class DoneVideos:
@@ -39,14 +43,17 @@ class DoneVideos:
         if found is not None:
             self._found.move_to_end(video_id)
             return found
-        # Three fields, straight from the driver: a whole validated document is not needed.
+        # Four fields, straight from the driver: a whole validated document is not needed.
         raw = await Video.get_motor_collection().find_one(
-            {"_id": video_id}, {"status": 1, "filename": 1, "owner_id": 1}
+            {"_id": video_id}, {"status": 1, "filename": 1, "owner_id": 1, "published": 1}
         )
         if raw is None:
             return None
         found = Found(
-            VideoStatus(raw["status"]), raw["filename"], raw.get("owner_id", ANONYMOUS_OWNER)
+            VideoStatus(raw["status"]),
+            raw["filename"],
+            raw.get("owner_id", ANONYMOUS_OWNER),
+            frozenset(Output(value) for value in raw.get("published") or ()),
         )
         if found.status is VideoStatus.DONE:
             self._found[video_id] = found

@@ -17,14 +17,22 @@ import math
 import os
 import re
 import secrets
+import shutil
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipo_gql import encoders
 from clipo_gql.errors import ProcessingError, UnsupportedMediaError
+from clipo_gql.hls import ladder, playlists
+from clipo_gql.hls.ladder import Rung
+from clipo_gql.hls.playlists import Measured
+from clipo_gql.hls.storyboard import StoryboardPlan
 from clipo_gql.settings import Settings
+from clipo_gql.storage import STORYBOARD_SPRITE as SPRITE
+from clipo_gql.storage import STORYBOARD_VTT as VTT
 from clipo_gql.units import duration_text, human_size
 
 log = logging.getLogger(__name__)
@@ -46,6 +54,7 @@ STDERR_TAIL_BYTES = 4096
 THUMBNAIL_WIDTH = 320
 THUMBNAIL_MAX_BYTES = 10_000_000
 PROGRESS_INTERVAL_SECONDS = 0.25
+TILES = "tile-%04d.jpg"  # the storyboard's, before they become one sprite
 # `dar` rather than `-2`: anamorphic sources keep their displayed aspect.
 _THUMBNAIL_FILTER = (
     f"scale=w={THUMBNAIL_WIDTH}:h='max(2,trunc({THUMBNAIL_WIDTH}/dar/2)*2)',setsar=1"
@@ -191,6 +200,100 @@ class Media:
         await progress.finish()
         return copy_video
 
+    async def make_ladder(
+        self,
+        src: Path,
+        dest: Path,
+        probe: ProbeResult,
+        rungs: list[Rung],
+        storyboard: StoryboardPlan | None,
+        on_progress: Callable[[float], Awaitable[None]],
+    ) -> list[Measured]:
+        """The HLS ladder in folder `dest` (master playlist, a folder a rung), and with a
+        `storyboard` plan its sprite and WebVTT beside `dest`, all from one decode. Made in a
+        temporary folder and moved into place when whole: a failure or cancellation leaves
+        nothing behind."""
+        s = self.settings
+        tmp = _temp_path(dest)
+        tmp.mkdir()
+        progress = _Progress(probe.duration, on_progress)
+        capped = _SizeCap(tmp, s.max_output_bytes)
+
+        async def on_line(line: bytes) -> None:
+            capped.check(line)
+            await progress.line(line)
+
+        argv = ladder.argv(
+            ffmpeg=s.ffmpeg_binary, safe_input=list(SAFE_INPUT_FLAGS), source=_input(src),
+            out_dir=str(tmp.absolute()), rungs=rungs, probe=probe,
+            segment_seconds=s.hls_segment_seconds, storyboard=storyboard,
+            tiles=_output(tmp / TILES) if storyboard is not None else None,
+        )  # fmt: skip
+        try:
+            async with _time_limit(s.job_timeout_seconds, "Making the HLS renditions"):
+                run = await _run(argv, on_line)
+                if run.returncode != 0:
+                    reason = _reason(run.stderr, [src, tmp, dest])
+                    raise ProcessingError(f"Could not make the HLS renditions ({reason})")
+                capped.check(b"progress=end")
+                try:
+                    measured = await asyncio.to_thread(
+                        playlists.write_master, tmp, rungs, probe.frame_rate
+                    )
+                except (OSError, ValueError) as exc:
+                    raise ProcessingError(f"Could not make the HLS renditions ({exc})") from None
+                if storyboard is not None:
+                    await self._sprite(tmp, storyboard, dest.parent)
+            os.rename(tmp, dest)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+        await progress.finish()
+        return measured
+
+    async def storyboard(self, src: Path, folder: Path, plan: StoryboardPlan) -> None:
+        """The storyboard alone (no ladder): a pass that decodes keyframes only, so a tile
+        shows the keyframe at or before its time."""
+        s = self.settings
+        tmp = _temp_path(folder / SPRITE)
+        tmp.mkdir()
+        argv = [
+            s.ffmpeg_binary, "-nostdin", "-hide_banner", "-v", "error", "-nostats",
+            "-skip_frame", "nokey", *SAFE_INPUT_FLAGS, "-i", _input(src),
+            "-map", "0:V:0", "-an", "-sn", "-dn", "-vf", plan.filter(),
+            "-frames:v", str(plan.tiles), *ladder.tile_output(_output(tmp / TILES)),
+        ]  # fmt: skip
+        try:
+            async with _time_limit(s.job_timeout_seconds, "Making the storyboard"):
+                run = await _run(argv)
+                if run.returncode != 0:
+                    raise ProcessingError(
+                        f"Could not make the storyboard ({_reason(run.stderr, [src, tmp])})"
+                    )
+                await self._sprite(tmp, plan, folder)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, tmp, True)
+
+    async def _sprite(self, tmp: Path, plan: StoryboardPlan, folder: Path) -> None:
+        """Tiles (our own JPEGs in `tmp`) into one sprite, and its WebVTT, into `folder`."""
+        count = min(plan.tiles, sum(1 for name in os.listdir(tmp) if name.startswith("tile-")))
+        if count == 0:
+            raise ProcessingError("Could not make the storyboard (no frames)")
+        sprite, vtt = tmp / SPRITE, tmp / VTT
+        argv = [
+            self.settings.ffmpeg_binary, "-nostdin", "-hide_banner", "-v", "error", "-nostats",
+            # image2 is refused for user input (SAFE_INPUT_FLAGS); these files are ours.
+            "-protocol_whitelist", "file", "-f", "image2", "-i", _input(tmp / TILES),
+            "-frames:v", "1", "-vf", plan.sprite_filter(count),
+            "-q:v", "4", "-f", "mjpeg", "-y", _output(sprite),
+        ]  # fmt: skip
+        run = await _run(argv)
+        if run.returncode != 0 or _size(sprite) == 0:
+            reason = _reason(run.stderr, [tmp]) if run.returncode else "no output"
+            raise ProcessingError(f"Could not make the storyboard ({reason})")
+        vtt.write_text(plan.vtt(count))
+        os.replace(sprite, folder / SPRITE)
+        os.replace(vtt, folder / VTT)
+
     def _thumbnail_argv(self, src: Path, tmp: Path, at: float | None) -> list[str]:
         argv = [self.settings.ffmpeg_binary, "-nostdin", "-hide_banner", "-v", "error", "-nostats"]
         if at is not None:
@@ -216,11 +319,8 @@ class Media:
             argv += ["-c:v", "copy"]
         else:
             # Decoding autorotates, so the pixels come out upright and no rotation is written.
-            argv += [
-                "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
-                "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2",
-            ]  # fmt: skip
-        argv += ["-c:a", "copy"] if copy_audio else ["-c:a", "aac", "-b:a", "128k"]
+            argv += [*encoders.h264(), "-vf", "scale=trunc(iw/2)*2:trunc(ih/2)*2"]
+        argv += ["-c:a", "copy"] if copy_audio else encoders.aac()
         argv += [
             "-movflags", "+faststart", "-fs", str(self.settings.max_output_bytes),
             "-f", "mp4", "-y", _output(tmp),
@@ -353,6 +453,32 @@ class _Progress:
     async def finish(self) -> None:
         self.sent = 1.0
         await self.callback(1.0)
+
+
+class _SizeCap:
+    """The output size cap for a folder the hls muxer fills (`-fs` caps one file only),
+    looked at once per `-progress` block."""
+
+    def __init__(self, folder: Path, limit: int) -> None:
+        self.folder = folder
+        self.limit = limit
+
+    def check(self, line: bytes) -> None:
+        if not line.startswith(b"progress="):
+            return
+        if _folder_size(self.folder) >= self.limit:
+            raise ProcessingError(
+                f"The HLS renditions would be larger than {human_size(self.limit)}"
+            )
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.stat(os.path.join(root, name)).st_size
+    return total
 
 
 # --- probe parsing ----------------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import pymongo
 from beanie import Document
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 
 class VideoStatus(enum.StrEnum):
@@ -35,6 +36,26 @@ def now() -> datetime:
 
 
 ANONYMOUS_OWNER = "anonymous"
+
+
+class Output(enum.StrEnum):
+    """What a video's processing publishes, in order: its URLs appear (and its routes answer)
+    as each is ready, while the video is still PROCESSING."""
+
+    MP4 = "mp4"  # with the thumbnail and the metadata JSON
+    HLS = "hls"
+    STORYBOARD = "storyboard"
+
+
+def has_output(status: VideoStatus, published: Iterable[Output], output: Output) -> bool:
+    # A DONE video from before outputs were published one by one has its MP4.
+    return output in published or (output is Output.MP4 and status is VideoStatus.DONE)
+
+
+class Rendition(BaseModel):
+    width: int
+    height: int
+    bit_rate: int  # measured average, bits per second
 
 
 class Video(Document):
@@ -66,9 +87,14 @@ class Video(Document):
     bit_rate: int | None = None
     format_name: str | None = None
     remuxed: bool | None = None
+    published: list[Output] = Field(default_factory=list)
+    renditions: list[Rendition] = Field(default_factory=list)
 
     class Settings:
         name = "videos"
+
+    def has(self, output: Output) -> bool:
+        return has_output(self.status, self.published, output)
 
     @field_validator("created_at", "updated_at")
     @classmethod

@@ -1,4 +1,5 @@
-"""One video through the pipeline: probe, thumbnail, browser-playable MP4, metadata JSON."""
+"""One video through the pipeline: probe, thumbnail, browser-playable MP4, metadata JSON,
+then (published as a step of its own) the HLS ladder and the storyboard."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from pymongo.errors import ConnectionFailure
 from clipo_gql.auth.quotas import quota_left
 from clipo_gql.errors import ClipoError, ProcessingError
 from clipo_gql.fetch import download
-from clipo_gql.media import Media, ProbeResult
-from clipo_gql.models import Video, VideoSource, VideoStatus
+from clipo_gql.hls import ladder, storyboard
+from clipo_gql.media import Media, ProbeResult, plan_streams
+from clipo_gql.models import Output, Rendition, Video, VideoSource, VideoStatus
 from clipo_gql.ops.metrics import phase
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage
@@ -31,6 +33,9 @@ B = TypeVar("B")
 # MongoDB write and a publish.)
 DOWNLOADED = 0.4
 PROBED, ENCODED = 0.03, 0.98
+# Where the MP4 step ends when a ladder or storyboard follows: a remux takes about a second,
+# a transcode about a third of a four-rung ladder.
+REMUXED, TRANSCODED = 0.08, 0.3
 
 
 def video_fields(probe: ProbeResult) -> dict[str, Any]:
@@ -155,8 +160,14 @@ class Pipeline:
             return None  # deleted meanwhile
         await bar.at(PROBED)
 
-        async def on_progress(ratio: float) -> None:
-            await bar.at(PROBED + (ENCODED - PROBED) * ratio)
+        rungs = ladder.plan_rungs(probe, self.settings.hls_heights)
+        later = bool(self.settings.hls_heights) or self.settings.storyboard
+        copy_video, _ = plan_streams(probe)
+        # The MP4's share of the bar: most of it alone, a little of it before a ladder.
+        mp4_end = ENCODED if not later else (REMUXED if copy_video else TRANSCODED)
+
+        async def on_mp4(ratio: float) -> None:
+            await bar.at(PROBED + (mp4_end - PROBED) * ratio)
 
         # The thumbnail and the MP4 only need the probe: made side by side, a remux's video is
         # ready a thumbnail sooner (about 80 ms of 450 for a 30 s 720p clip, bench row 1).
@@ -165,19 +176,70 @@ class Pipeline:
                 source, self.storage.thumbnail(video_id), probe.duration
             )),
             _timed("mp4", self.media.make_mp4(
-                source, self.storage.processed(video_id), probe, on_progress
+                source, self.storage.processed(video_id), probe, on_mp4
             )),
         )  # fmt: skip
         await self.storage.write_json(
             self.storage.metadata(video_id), metadata_document(recorded, probe)
         )
-        done = await self.videos.finish(video_id, {"remuxed": remuxed})
+        published = [Output.MP4]
+        fields: dict[str, Any] = {"remuxed": remuxed}
+        if later:
+            # Playable first: the MP4's URLs answer while the ladder is made.
+            if await self.videos.publish(video_id, published, fields) is None:
+                await self.storage.remove_video(video_id)
+                return None
+            await self._later_outputs(source, video_id, probe, rungs, bar, mp4_end, fields)
+            published += fields.pop("published")
+        done = await self.videos.finish(
+            video_id, {**fields, "published": [out.value for out in published]}
+        )
         if done is None:
             # Deleted while we worked: the delete may have run before our files appeared.
             await self.storage.remove_video(video_id)
             return None
         log.info("video %s DONE (%s)", video_id, "remuxed" if remuxed else "transcoded")
         return VideoStatus.DONE
+
+    async def _later_outputs(
+        self,
+        source: Path,
+        video_id: ObjectId,
+        probe: ProbeResult,
+        rungs: list[ladder.Rung],
+        bar: _ProgressBar,
+        start: float,
+        fields: dict[str, Any],
+    ) -> None:
+        """The ladder (with the storyboard in its decode) or the storyboard alone; adds what
+        it made to `fields` (`published`, `renditions`)."""
+        plan = (
+            storyboard.plan(probe, ladder.display_aspect(probe))
+            if self.settings.storyboard else None
+        )  # fmt: skip
+
+        async def on_ladder(ratio: float) -> None:
+            await bar.at(start + (ENCODED - start) * ratio)
+
+        made: list[Output] = []
+        if self.settings.hls_heights:
+            with phase("ladder"):
+                measured = await self.media.make_ladder(
+                    source, self.storage.hls(video_id), probe, rungs, plan, on_ladder
+                )
+            made.append(Output.HLS)
+            fields["renditions"] = [
+                Rendition(
+                    width=m.rung.width, height=m.rung.height, bit_rate=m.average_bps
+                ).model_dump()
+                for m in measured
+            ]
+        elif plan is not None:
+            with phase("storyboard"):
+                await self.media.storyboard(source, self.storage.video_dir(video_id), plan)
+        if plan is not None:
+            made.append(Output.STORYBOARD)
+        fields["published"] = made
 
     async def _download(self, video: Video, dest: Path, bar: _ProgressBar) -> bool:
         assert video.id is not None

@@ -38,6 +38,8 @@ FIELDS = frozenset(
         "progress",
         "error",
         "remuxed",
+        "published",
+        "renditions",
     }
 )
 # What ffprobe found (None until the probe): in the record too, so that a DONE video is
@@ -138,8 +140,9 @@ def rebuild(record: dict[str, Any], status: VideoStatus, metadata: object | None
     if status is not VideoStatus.FAILED:  # which keeps how far it got, and why it failed
         fields["progress"] = 1.0 if status is VideoStatus.DONE else None
         fields["error"] = None
-    if status is not VideoStatus.DONE:
+    if status is not VideoStatus.DONE:  # its outputs are made again, or were removed
         fields["remuxed"] = None
+        fields.update(published=[], renditions=[])
     if status is VideoStatus.PENDING:  # to be probed again
         fields.update(dict.fromkeys(PROBED))
     probed: dict[str, Any] = {}

@@ -30,9 +30,18 @@ from pymongo.errors import BulkWriteError
 
 from clipo_gql import records
 from clipo_gql.connections import create_redis, init_mongo
-from clipo_gql.models import Video, VideoSource, VideoStatus
+from clipo_gql.models import Output, Video, VideoSource, VideoStatus
 from clipo_gql.settings import Settings
-from clipo_gql.storage import METADATA, ORIGINAL, OUTPUTS, RECORD, Storage, parse_id
+from clipo_gql.storage import (
+    HLS,
+    LATER_OUTPUTS,
+    METADATA,
+    ORIGINAL,
+    OUTPUTS,
+    RECORD,
+    Storage,
+    parse_id,
+)
 from clipo_gql.tasks import enqueue_processing
 
 log = logging.getLogger(__name__)
@@ -196,9 +205,9 @@ def _read(folder: str, video_id: ObjectId) -> Video | Leftover:
             if done and records.PROBED <= record.keys() and _whole_object(f"{folder}/{METADATA}"):
                 # Written at DONE, the record holds the probe's fields too: metadata.json
                 # (ten times its size, ffprobe's whole output) need not be parsed.
-                return records.rebuild(record, VideoStatus.DONE)
+                return _present(records.rebuild(record, VideoStatus.DONE), names)
             metadata = _metadata(f"{folder}/{METADATA}")
-            return records.rebuild(record, VideoStatus.DONE, metadata)
+            return _present(records.rebuild(record, VideoStatus.DONE, metadata), names)
         if record.get("status") == VideoStatus.FAILED.value:
             return records.rebuild(record, VideoStatus.FAILED)
         if ORIGINAL in names or record.get("source") == VideoSource.URL.value:
@@ -206,6 +215,17 @@ def _read(folder: str, video_id: ObjectId) -> Video | Leftover:
     except records.RecordError as exc:
         return Leftover(Path(folder), exc.reason)
     return Leftover(Path(folder), "an upload whose original is missing, and no outputs")
+
+
+def _present(video: Video, names: set[str]) -> Video:
+    """A DONE video's later outputs as far as the folder still has them."""
+    files = {Output.HLS: (HLS,), Output.STORYBOARD: LATER_OUTPUTS}
+    video.published = [
+        out for out in video.published if all(name in names for name in files.get(out, ()))
+    ]
+    if Output.HLS not in video.published:
+        video.renditions = []
+    return video
 
 
 def _whole_object(path: str) -> bool:

@@ -43,7 +43,7 @@ class MediaFileResponse(FileResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if_none_match = Headers(scope=scope).get("if-none-match")
-        if if_none_match and _etag_matches(if_none_match, self.headers["etag"]):
+        if if_none_match and etag_matches(if_none_match, self.headers["etag"]):
             keep = ("etag", "last-modified", "cache-control", "accept-ranges")
             headers = {k: self.headers[k] for k in keep if k in self.headers}
             await Response(status_code=304, headers=headers)(scope, receive, send)
@@ -104,7 +104,7 @@ async def _send_missing(send: Send) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-def _etag_matches(header: str, etag: str) -> bool:
+def etag_matches(header: str, etag: str) -> bool:
     if header.strip() == "*":
         return True
     tags = (tag.strip().removeprefix("W/") for tag in header.split(","))

@@ -7,7 +7,7 @@ import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from stat import S_ISREG
-from typing import Any
+from typing import Any, NamedTuple
 
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
@@ -20,7 +20,7 @@ from clipo_gql.auth.ownership import may_see
 from clipo_gql.auth.principal import Principal
 from clipo_gql.connections import ping_mongo
 from clipo_gql.errors import DATABASE_UNAVAILABLE, UnauthenticatedError
-from clipo_gql.models import VideoStatus
+from clipo_gql.models import Output, VideoStatus
 from clipo_gql.responses import FILE_MISSING, MediaFileResponse, download_name
 from clipo_gql.state import app_state
 from clipo_gql.storage import Storage, parse_id
@@ -30,7 +30,7 @@ READY_TIMEOUT_SECONDS = 2.0
 SIGNED = Principal(owner_id="", via="off")
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
@@ -47,21 +47,42 @@ async def _allowed(request: Request, video_id: ObjectId, kind: Kind) -> Principa
         if verdict is Verdict.OK:
             return SIGNED
         reason = "has expired" if verdict is Verdict.EXPIRED else "is not valid for this file"
-        return _error(403, f"This link {reason}; ask the API for the video again")
+        return error(403, f"This link {reason}; ask the API for the video again")
     try:
         return await app.auth.authenticate(request.headers.get("authorization"))
     except UnauthenticatedError as exc:
         return JSONResponse({"error": exc.message}, status_code=401, headers=exc.headers)
 
 
-async def _done_file(
-    request: Request, raw_id: str, pick: Pick, kind: Kind
-) -> tuple[Path, os.stat_result, str] | Response:
-    """The file of a DONE video (path, stat, the video's original name), else the 401, 403,
-    404 or 409 response that explains why not."""
+NOT_READY = {
+    Output.MP4: "its video is not ready yet",
+    Output.HLS: "its HLS renditions are not ready yet",
+    Output.STORYBOARD: "its storyboard is not ready yet",
+}
+NOT_MADE = {
+    Output.MP4: FILE_MISSING,
+    Output.HLS: "This video has no HLS renditions (they were turned off when it was processed)",
+    Output.STORYBOARD: "This video has no storyboard (it was turned off when it was processed)",
+}
+
+
+class Served(NamedTuple):
+    path: Path
+    stat: os.stat_result
+    filename: str  # the video's original name
+    # With auth on, what the playlists' URIs carry: the request's own token, or a new one.
+    token: str | None
+
+
+async def output_file(
+    request: Request, raw_id: str, pick: Pick, kind: Kind, output: Output = Output.MP4
+) -> Served | Response:
+    """A file of a video's published `output`, else the 401, 403, 404 or 409 response that
+    explains why not. Every media route asks this: ownership, tokens and readiness are
+    decided here only."""
     video_id = parse_id(raw_id)
     if video_id is None:
-        return _error(404, "No video with this id")
+        return error(404, "No video with this id")
     app = app_state(request)
     allowed = await _allowed(request, video_id, kind)
     if isinstance(allowed, Response):
@@ -75,9 +96,11 @@ async def _done_file(
             )
         if found is None or not (allowed is SIGNED or may_see(allowed, found.owner_id)):
             # Another owner's video answers exactly like one that does not exist.
-            return _error(404, "No video with this id")
-        if found.status is not VideoStatus.DONE:
-            return _error(409, f"The video is {found.status.value}, not DONE")
+            return error(404, "No video with this id")
+        if not found.has(output):
+            if found.status is VideoStatus.DONE:
+                return error(404, NOT_MADE[output])
+            return error(409, f"The video is {found.status.value}: {NOT_READY[output]}")
         path = pick(app.storage, video_id)
         try:
             stat_result = path.stat()
@@ -86,24 +109,27 @@ async def _done_file(
             app.done.forget(video_id)
             continue
         if S_ISREG(stat_result.st_mode):
-            return path, stat_result, found.filename
+            token = None
+            if app.settings.auth_required:
+                token = request.query_params.get("token") if allowed is SIGNED else None
+                token = token or app.links.token(video_id, kind)
+            return Served(path, stat_result, found.filename, token)
         break
-    # DONE but its file is gone: removed by hand, or a broken volume.
-    return _error(404, FILE_MISSING)
+    # Published but its file is gone: removed by hand, or a broken volume.
+    return error(404, FILE_MISSING)
 
 
 async def thumbnail(request: Request) -> Response:
     name: str = request.path_params["name"]
     if not name.endswith(".jpg"):
-        return _error(404, "No such thumbnail")
-    found = await _done_file(request, name.removesuffix(".jpg"), Storage.thumbnail, Kind.THUMBNAIL)
+        return error(404, "No such thumbnail")
+    found = await output_file(request, name.removesuffix(".jpg"), Storage.thumbnail, Kind.THUMBNAIL)
     if isinstance(found, Response):
         return found
-    path, stat_result, _ = found
-    return _private(request, MediaFileResponse(path, stat_result, media_type="image/jpeg"))
+    return private(request, MediaFileResponse(found.path, found.stat, media_type="image/jpeg"))
 
 
-def _private(request: Request, response: Response) -> Response:
+def private(request: Request, response: Response) -> Response:
     # With auth on, a file is someone's: no shared cache (a CDN, a proxy) may keep it.
     if app_state(request).settings.auth_required:
         response.headers["Cache-Control"] = "private, no-cache"
@@ -116,17 +142,18 @@ def _serve(
     """An endpoint sending one file of a DONE video, inline or as a named attachment."""
 
     async def endpoint(request: Request) -> Response:
-        found = await _done_file(request, request.path_params["id"], pick, kind)
+        found = await output_file(request, request.path_params["id"], pick, kind)
         if isinstance(found, Response):
             return found
-        path, stat_result, filename = found
         if attachment_suffix is None:
-            return _private(request, MediaFileResponse(path, stat_result, media_type=media_type))
-        name = download_name(filename, attachment_suffix)
+            response = MediaFileResponse(found.path, found.stat, media_type=media_type)
+            return private(request, response)
+        name = download_name(found.filename, attachment_suffix)
         response = MediaFileResponse(
-            path, stat_result, media_type=media_type, download_name=name, disposition="attachment"
-        )
-        return _private(request, response)
+            found.path, found.stat, media_type=media_type, download_name=name,
+            disposition="attachment",
+        )  # fmt: skip
+        return private(request, response)
 
     return endpoint
 

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     max_frame_rate: float = Field(default=240, gt=0)
     max_output_bytes: int = Field(default=8 * GiB, gt=0)
 
+    # Adaptive streaming (hls/): the ladder's heights, highest first ("" turns HLS off), the
+    # target segment length, and the storyboard sprite.
+    hls_renditions: str = "1080,720,480,360"
+    hls_segment_seconds: int = Field(default=6, ge=1, le=60)
+    storyboard: bool = True
+
     # GraphQL surface
     graphql_introspection: bool = True
     graphql_max_depth: int = Field(default=12, ge=2)
@@ -120,6 +126,14 @@ class Settings(BaseSettings):
         # compose passes `METRICS_TOKEN=` when unset: an empty token must not match `Bearer `.
         return value if value is not None and value.get_secret_value().strip() else None
 
+    @field_validator("hls_renditions")
+    @classmethod
+    def _heights(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip() and not (part.strip().isdigit() and 16 <= int(part) <= 8192):
+                raise ValueError(f"{part.strip()!r} is not a height from 16 to 8192")
+        return value
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_base_url(cls, value: str | None) -> str | None:
@@ -137,6 +151,10 @@ class Settings(BaseSettings):
     @property
     def allowed_ports(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.url_fetch_allowed_ports.split(",") if p.strip())
+
+    @property
+    def hls_heights(self) -> list[int]:
+        return sorted({int(p) for p in self.hls_renditions.split(",") if p.strip()}, reverse=True)
 
     @property
     def origins(self) -> tuple[str, ...]:

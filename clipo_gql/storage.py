@@ -25,6 +25,11 @@ PARTIAL_PATTERNS = ("*.part", "*.download")
 THUMBNAIL = "thumbnail.jpg"
 METADATA = "metadata.json"
 OUTPUTS = (PROCESSED, THUMBNAIL, METADATA)
+# Published after those, when configured (hls/): a folder with the ladder, and the storyboard.
+HLS = "hls"
+STORYBOARD_VTT = "storyboard.vtt"
+STORYBOARD_SPRITE = "storyboard.jpg"
+LATER_OUTPUTS = (STORYBOARD_VTT, STORYBOARD_SPRITE)
 # What the document holds that the files cannot tell (records.py): `clipo-gql reindex` reads it.
 RECORD = "record.json"
 
@@ -110,6 +115,15 @@ class Storage:
     def metadata(self, video_id: ObjectId) -> Path:
         return self.video_dir(video_id) / METADATA
 
+    def hls(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / HLS
+
+    def storyboard_vtt(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / STORYBOARD_VTT
+
+    def storyboard_sprite(self, video_id: ObjectId) -> Path:
+        return self.video_dir(video_id) / STORYBOARD_SPRITE
+
     def record(self, video_id: ObjectId) -> Path:
         return self.video_dir(video_id) / RECORD
 
@@ -125,11 +139,15 @@ class Storage:
 
     def remove_outputs(self, video_id: ObjectId) -> None:
         folder = self.video_dir(video_id)
-        for name in OUTPUTS:
+        for name in (*OUTPUTS, *LATER_OUTPUTS):
             (folder / name).unlink(missing_ok=True)
+        shutil.rmtree(folder / HLS, ignore_errors=True)
         for pattern in PARTIAL_PATTERNS:
             for partial in folder.glob(pattern):
-                partial.unlink(missing_ok=True)
+                if partial.is_dir():  # the ladder's folder in the making
+                    shutil.rmtree(partial, ignore_errors=True)
+                else:
+                    partial.unlink(missing_ok=True)
 
     async def write_json(self, path: Path, data: Any) -> None:
         """Write atomically: a reader sees the old file or the whole new one.

@@ -10,7 +10,9 @@ from strawberry.types.scalar import ScalarDefinition
 
 from clipo_gql import models, pagination
 from clipo_gql.auth.media_links import Kind, MediaLinks
-from clipo_gql.models import VideoSource, VideoStatus
+from clipo_gql.hls.ladder import MASTER
+from clipo_gql.models import Output, VideoSource, VideoStatus
+from clipo_gql.storage import STORYBOARD_VTT
 from clipo_gql.units import duration_text
 
 BigInt = NewType("BigInt", int)
@@ -25,6 +27,13 @@ SCALARS: dict[object, ScalarDefinition] = {BigInt: BIG_INT}
 # The documents' enums are the GraphQL enums: one list of states, not two to keep in step.
 strawberry.enum(models.VideoStatus, description="Where a video is in processing.")
 strawberry.enum(models.VideoSource, description="How the video reached us.")
+
+
+@strawberry.type(description="One rung of a video's HLS ladder.")
+class Rendition:
+    width: int
+    height: int
+    bit_rate: int = strawberry.field(description="Measured average, bits per second.")
 
 
 @strawberry.type(description="An uploaded or submitted video and what processing found.")
@@ -54,12 +63,24 @@ class Video:
     bit_rate: int | None
     format_name: str | None
     thumbnail_url: str | None = strawberry.field(
-        description="Absolute URL; null until DONE. Signed and expiring when auth is on."
+        description=(
+            "Absolute URL; null until the MP4 is ready (before DONE when a ladder follows)."
+            " Signed and expiring when auth is on, like every URL here."
+        )
     )
     stream_url: str | None
     download_url: str | None
     metadata_url: str | None
     metadata_download_url: str | None
+    hls_url: str | None = strawberry.field(
+        description="The HLS master playlist; null until the ladder is ready, or without HLS."
+    )
+    renditions: list[Rendition] = strawberry.field(
+        description="The ladder's rungs, highest first; empty until it is ready."
+    )
+    storyboard_url: str | None = strawberry.field(
+        description="WebVTT of preview tiles (`#xywh`); null until ready, or without one."
+    )
 
     @classmethod
     def from_document(
@@ -67,11 +88,10 @@ class Video:
     ) -> Video:
         """`expiry`: of the signed URLs (auth on); the current one by default."""
         vid = str(doc.id)
-        done = doc.status is models.VideoStatus.DONE
         expires = links.expiry() if expiry is None else expiry
 
-        def url(path: str, kind: Kind) -> str | None:
-            return links.url(base_url, path, vid, kind, expires) if done else None
+        def url(path: str, kind: Kind, output: Output = Output.MP4) -> str | None:
+            return links.url(base_url, path, vid, kind, expires) if doc.has(output) else None
 
         return cls(
             id=strawberry.ID(vid),
@@ -99,7 +119,14 @@ class Video:
             download_url=url(f"/download/{vid}", Kind.DOWNLOAD),
             metadata_url=url(f"/metadata/{vid}", Kind.METADATA),
             metadata_download_url=url(f"/download/{vid}/metadata", Kind.METADATA_DOWNLOAD),
-        )
+            hls_url=url(f"/hls/{vid}/{MASTER}", Kind.HLS, Output.HLS),
+            renditions=[
+                Rendition(width=r.width, height=r.height, bit_rate=r.bit_rate)
+                for r in (doc.renditions if doc.has(Output.HLS) else [])
+            ],
+            storyboard_url=url(f"/storyboard/{vid}/{STORYBOARD_VTT}", Kind.STORYBOARD,
+                               Output.STORYBOARD),
+        )  # fmt: skip
 
 
 @strawberry.type

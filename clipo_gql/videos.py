@@ -17,11 +17,13 @@ from clipo_gql.auth.ownership import find_video
 from clipo_gql.auth.principal import Principal
 from clipo_gql.errors import NotFoundError
 from clipo_gql.events import EventHub, EventPublisher
-from clipo_gql.models import Video, VideoStatus, now
+from clipo_gql.models import Output, Video, VideoStatus, now
 
 ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
 # Published instead of a video when one is deleted.
 DELETED: Literal["deleted"] = "deleted"
+# Whenever the files go (a failure, an interruption, a retry) or are about to be made again.
+UNPUBLISHED: dict[str, Any] = {"published": [], "renditions": []}
 VideoEvent: TypeAlias = Video | Literal["deleted"]
 
 
@@ -70,7 +72,7 @@ class VideoService:
     async def start_processing(self, video_id: ObjectId) -> Video | None:
         return await self._update(
             video_id,
-            {"status": VideoStatus.PROCESSING.value, "progress": 0.0, "error": None},
+            {"status": VideoStatus.PROCESSING.value, "progress": 0.0, "error": None, **UNPUBLISHED},
             expect=ACTIVE,
             inc={"attempts": 1},
         )
@@ -96,10 +98,20 @@ class VideoService:
     async def fail(self, video_id: ObjectId, reason: str) -> Video | None:
         return await self._update(
             video_id,
-            {"status": VideoStatus.FAILED.value, "error": reason},
+            {"status": VideoStatus.FAILED.value, "error": reason, **UNPUBLISHED},
             expect=ACTIVE,
             lasting=True,
         )
+
+    async def publish(
+        self, video_id: ObjectId, published: list[Output], fields: dict[str, Any]
+    ) -> Video | None:
+        """Outputs ready while still PROCESSING (the MP4 before the ladder): their URLs appear
+        and their routes answer from here on."""
+        return await self._update(
+            video_id, {**fields, "published": [o.value for o in published]},
+            expect=(VideoStatus.PROCESSING,),
+        )  # fmt: skip
 
     async def record(self, video_id: ObjectId, fields: dict[str, Any]) -> Video | None:
         """Store what processing learned (probe fields, the downloaded file's name and size)."""
@@ -110,7 +122,7 @@ class VideoService:
         or outside `scope`: ownership.scope)."""
         return await self._update(
             video_id,
-            {"status": VideoStatus.PENDING.value, "error": None, "progress": None},
+            {"status": VideoStatus.PENDING.value, "error": None, "progress": None, **UNPUBLISHED},
             expect=(VideoStatus.FAILED,),
             extra_filter=scope,
             lasting=True,
@@ -120,7 +132,7 @@ class VideoService:
         """PROCESSING -> PENDING: the worker stopped under the job, which will run again."""
         return await self._update(
             video_id,
-            {"status": VideoStatus.PENDING.value, "progress": None},
+            {"status": VideoStatus.PENDING.value, "progress": None, **UNPUBLISHED},
             expect=(VideoStatus.PROCESSING,),
         )
 

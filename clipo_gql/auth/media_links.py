@@ -35,6 +35,8 @@ class Kind(StrEnum):
     METADATA = "metadata"
     METADATA_DOWNLOAD = "metadata-download"
     THUMBNAIL = "thumbnail"
+    HLS = "hls"  # every playlist and segment of the ladder
+    STORYBOARD = "storyboard"  # its WebVTT and sprite
 
 
 class Verdict(StrEnum):

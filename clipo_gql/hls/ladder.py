@@ -1,0 +1,185 @@
+"""The HLS ladder: which rungs a source gets, at which bitrates, and the one ffmpeg command
+that makes them all (and the storyboard) from a single decode.
+
+Bitrates follow Apple's HLS Authoring Specification (H.264 table, 30 fps): a rung's peak
+(`-maxrate`) is the table's rate for its size, scaled by pixel count for sizes between the
+table's rows, and half again above 30 fps. Under that cap x264 encodes at a constant quality
+(CRF, encoders.py), so simple pictures cost less than the cap.
+
+| height | Apple's size | kbps |
+| --- | --- | --- |
+| 234 | 416x234 | 145 |
+| 360 | 640x360 | 365 |
+| 432 | 768x432 | 1100 |
+| 540 | 960x540 | 2000 |
+| 720 | 1280x720 | 3000 |
+| 1080 | 1920x1080 | 6000 |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any
+
+from clipo_gql import encoders
+from clipo_gql.hls.storyboard import StoryboardPlan
+
+if TYPE_CHECKING:
+    from clipo_gql.media import ProbeResult
+
+# (pixels, kbps) of Apple's table, smallest first.
+APPLE_TABLE = (
+    (416 * 234, 145),
+    (640 * 360, 365),
+    (768 * 432, 1100),
+    (960 * 540, 2000),
+    (1280 * 720, 3000),
+    (1920 * 1080, 6000),
+)
+HIGH_FRAME_RATE = 30.5
+MASTER = "master.m3u8"
+MEDIA_PLAYLIST = "index.m3u8"
+
+
+@dataclass(frozen=True)
+class Rung:
+    width: int
+    height: int
+    maxrate_kbps: int
+
+    @property
+    def name(self) -> str:
+        """Its folder in the ladder: `720p`."""
+        return f"{self.height}p"
+
+
+def _even(value: float) -> int:
+    return max(2, int(round(value / 2)) * 2)
+
+
+def display_aspect(probe: ProbeResult) -> float:
+    """Width over height as shown: rotation applied, and the sample aspect of anamorphic
+    sources (a 720x576 DVD frame shown 16:9)."""
+    assert probe.width
+    assert probe.height
+    sar = Fraction(1)
+    for stream in probe.raw.get("streams", []):
+        if stream.get("codec_type") == "video":
+            sar = _ratio(stream.get("sample_aspect_ratio")) or sar
+            break
+    if probe.rotation in (90, 270):
+        sar = 1 / sar
+    return probe.width * float(sar) / probe.height
+
+
+def _ratio(value: Any) -> Fraction | None:
+    if not isinstance(value, str) or ":" not in value:
+        return None
+    num, _, den = value.partition(":")
+    try:
+        ratio = Fraction(int(num), int(den))
+    except (ValueError, ZeroDivisionError):
+        return None
+    return ratio if ratio > 0 else None
+
+
+def maxrate_kbps(width: int, height: int, frame_rate: float | None) -> int:
+    pixels = width * height
+    # The first row at least this size (the largest for anything larger), scaled to it.
+    table_pixels, kbps = next((row for row in APPLE_TABLE if pixels <= row[0]), APPLE_TABLE[-1])
+    rate = kbps * pixels / table_pixels
+    if frame_rate is not None and frame_rate > HIGH_FRAME_RATE:
+        rate *= 1.5
+    return max(100, int(math.ceil(rate)))
+
+
+def plan_rungs(probe: ProbeResult, heights: list[int]) -> list[Rung]:
+    """The configured heights not above the source's displayed height, highest first; a
+    source smaller than every one gets a single rung at its own (even) size."""
+    assert probe.height
+    aspect = display_aspect(probe)
+    fitting = sorted({h for h in heights if h <= probe.height}, reverse=True)
+    if not fitting:
+        fitting = [_even(probe.height) if probe.height >= 2 else 2]
+    rungs = []
+    for height in fitting:
+        height = _even(height)
+        width = _even(height * aspect)
+        rungs.append(Rung(width, height, maxrate_kbps(width, height, probe.frame_rate)))
+    return rungs
+
+
+def keyframe_interval(segment_seconds: int, frame_rate: float | None) -> int:
+    """Frames per GOP: one segment's worth, so every segment starts with a keyframe."""
+    return max(1, int(round(segment_seconds * (frame_rate or 25))))
+
+
+def argv(
+    *,
+    ffmpeg: str,
+    safe_input: list[str],
+    source: str,
+    out_dir: str,
+    rungs: list[Rung],
+    probe: ProbeResult,
+    segment_seconds: int,
+    storyboard: StoryboardPlan | None,
+    tiles: str | None,
+) -> list[str]:
+    """One ffmpeg: decode once, `split` to every rung's `scale` (and the storyboard's tiles),
+    encode each, and mux fMP4 segments with the hls muxer. Keyframes are forced at every
+    segment boundary (scene-cut keyframes off), so all rungs cut at the same times."""
+    count = len(rungs) + (1 if storyboard is not None else 0)
+    labels = [f"[s{n}]" for n in range(count)]
+    graph = [f"[0:V:0]split={count}{''.join(labels)}" if count > 1 else "[0:V:0]null[s0]"]
+    for n, rung in enumerate(rungs):
+        graph.append(f"[s{n}]scale=w={rung.width}:h={rung.height},setsar=1[v{n}]")
+    if storyboard is not None:
+        graph.append(f"[s{len(rungs)}]{storyboard.filter()}[sb]")
+    has_audio = probe.audio_codec is not None
+    cmd = [
+        ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-nostats", "-progress", "pipe:1",
+        *safe_input, "-i", source,
+        "-filter_complex", ";".join(graph),
+    ]  # fmt: skip
+    for n in range(len(rungs)):
+        cmd += ["-map", f"[v{n}]"]
+        if has_audio:
+            cmd += ["-map", "0:a:0"]
+    gop = keyframe_interval(segment_seconds, probe.frame_rate)
+    cmd += [
+        *encoders.h264(), "-profile:v", "high",
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
+    ]  # fmt: skip
+    for n, rung in enumerate(rungs):
+        cmd += [f"-maxrate:v:{n}", f"{rung.maxrate_kbps}k", f"-bufsize:v:{n}",
+                f"{rung.maxrate_kbps * 2}k"]  # fmt: skip
+    if has_audio:
+        cmd += [*encoders.aac(), "-ac", "2"]
+    streams = " ".join(
+        f"v:{n},a:{n},name:{rung.name}" if has_audio else f"v:{n},name:{rung.name}"
+        for n, rung in enumerate(rungs)
+    )
+    cmd += [
+        "-sn", "-dn", "-map_metadata", "-1", "-map_chapters", "-1",
+        "-f", "hls", "-hls_time", str(segment_seconds), "-hls_playlist_type", "vod",
+        "-hls_segment_type", "fmp4", "-hls_flags", "independent_segments",
+        "-hls_fmp4_init_filename", "init.mp4",
+        "-hls_segment_filename", f"{out_dir}/%v/seg%05d.m4s",
+        # ffmpeg's master is read for each rung's CODECS, then replaced (playlists.py).
+        "-master_pl_name", "ffmpeg-master.m3u8",
+        "-var_stream_map", streams,
+        f"{out_dir}/%v/{MEDIA_PLAYLIST}",
+    ]  # fmt: skip
+    if storyboard is not None:
+        assert tiles is not None
+        cmd += ["-map", "[sb]", "-frames:v", str(storyboard.tiles), *tile_output(tiles)]
+    return cmd
+
+
+def tile_output(pattern: str) -> list[str]:
+    """The storyboard's tiles as numbered JPEGs (`pattern` has `%04d`)."""
+    return ["-q:v", "4", "-f", "image2", "-y", pattern]
