@@ -54,7 +54,9 @@ STDERR_TAIL_BYTES = 4096
 THUMBNAIL_WIDTH = 320
 THUMBNAIL_MAX_BYTES = 10_000_000
 PROGRESS_INTERVAL_SECONDS = 0.25
-TILES = "tile-%04d.jpg"  # the storyboard's, before they become one sprite
+# The storyboard's tiles, before they become one sprite.
+TILES_PREFIX = "tile-"
+TILES = f"{TILES_PREFIX}%04d.jpg"
 # `dar` rather than `-2`: anamorphic sources keep their displayed aspect.
 _THUMBNAIL_FILTER = (
     f"scale=w={THUMBNAIL_WIDTH}:h='max(2,trunc({THUMBNAIL_WIDTH}/dar/2)*2)',setsar=1"
@@ -244,6 +246,9 @@ class Media:
                     raise ProcessingError(f"Could not make the HLS renditions ({exc})") from None
                 if storyboard is not None:
                     await self._sprite(tmp, storyboard, dest.parent)
+            for name in os.listdir(tmp):
+                if name.startswith(TILES_PREFIX):
+                    os.unlink(tmp / name)
             os.rename(tmp, dest)
         finally:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
@@ -251,14 +256,13 @@ class Media:
         return measured
 
     async def storyboard(self, src: Path, folder: Path, plan: StoryboardPlan) -> None:
-        """The storyboard alone (no ladder): a pass that decodes keyframes only, so a tile
-        shows the keyframe at or before its time."""
+        """The storyboard alone (no ladder): a pass of its own over the whole video."""
         s = self.settings
         tmp = _temp_path(folder / SPRITE)
         tmp.mkdir()
         argv = [
             s.ffmpeg_binary, "-nostdin", "-hide_banner", "-v", "error", "-nostats",
-            "-skip_frame", "nokey", *SAFE_INPUT_FLAGS, "-i", _input(src),
+            *SAFE_INPUT_FLAGS, "-i", _input(src),
             "-map", "0:V:0", "-an", "-sn", "-dn", "-vf", plan.filter(),
             "-frames:v", str(plan.tiles), *ladder.tile_output(_output(tmp / TILES)),
         ]  # fmt: skip
@@ -275,7 +279,7 @@ class Media:
 
     async def _sprite(self, tmp: Path, plan: StoryboardPlan, folder: Path) -> None:
         """Tiles (our own JPEGs in `tmp`) into one sprite, and its WebVTT, into `folder`."""
-        count = min(plan.tiles, sum(1 for name in os.listdir(tmp) if name.startswith("tile-")))
+        count = min(plan.tiles, sum(1 for name in os.listdir(tmp) if name.startswith(TILES_PREFIX)))
         if count == 0:
             raise ProcessingError("Could not make the storyboard (no frames)")
         sprite, vtt = tmp / SPRITE, tmp / VTT

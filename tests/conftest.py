@@ -184,3 +184,19 @@ def incoming_files(settings: Settings) -> list[Path]:
 
 def video_files(settings: Settings) -> list[Path]:
     return sorted(p for p in (settings.media_dir / "videos").rglob("*") if p.is_file())
+
+
+# A DONE video's files with the default settings, besides its `hls/` folder (the ladder).
+DONE_FILES = [
+    "metadata.json", "original", "record.json", "storyboard.jpg", "storyboard.vtt",
+    "thumbnail.jpg", "video.mp4",
+]  # fmt: skip
+
+
+def output_names(settings: Settings) -> list[str]:
+    """The names of every video's files outside their ladders, sorted; each ladder checked
+    to have its master playlist."""
+    files = video_files(settings)
+    for folder in {p.parent for p in files if p.parent.parent.name == "videos"}:
+        assert (folder / "hls" / "master.m3u8").is_file(), f"{folder.name} has no ladder"
+    return sorted(p.name for p in files if "hls" not in p.relative_to(settings.media_dir).parts)

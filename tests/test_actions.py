@@ -8,7 +8,7 @@ from typing import Any
 
 from clipo_gql.models import Video
 from clipo_gql.settings import Settings
-from tests.conftest import Server, run_server, video_files
+from tests.conftest import DONE_FILES, Server, output_names, run_server, video_files
 from tests.test_api import upload_id, watch
 from tests.test_media import alive
 from tests.wsclient import subscribe
@@ -33,9 +33,7 @@ async def test_retry_turns_a_failed_video_into_done_once_the_cause_is_gone(
     final = (await asyncio.wait_for(watch(server, video_id), 60))[-1]
     assert final["status"] == "DONE"
     assert final["error"] is None
-    assert {p.name for p in video_files(server.settings)} == {
-        "original", "video.mp4", "thumbnail.jpg", "metadata.json", "record.json",
-    }  # fmt: skip
+    assert output_names(server.settings) == DONE_FILES
 
 
 async def test_retry_refuses_what_is_not_failed(server: Server, clips: Any):

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Server, incoming_files, video_files
+from tests.conftest import DONE_FILES, Server, incoming_files, output_names, video_files
 from tests.wsclient import LEGACY_WS, TRANSPORT_WS, subscribe
 
 VIDEO_FIELDS = """
@@ -72,9 +72,8 @@ async def test_upload_is_processed_and_watched_live(server: Server, clips: Any, 
     assert thumb.content[:3] == b"\xff\xd8\xff"
 
     # Files on disk: the original, the MP4, the thumbnail, the metadata, the record (for
-    # reindex); nothing left incoming
-    names = {p.name for p in video_files(server.settings)}
-    assert names == {"original", "video.mp4", "thumbnail.jpg", "metadata.json", "record.json"}
+    # reindex), the storyboard and the ladder; nothing left incoming
+    assert output_names(server.settings) == DONE_FILES
     assert incoming_files(server.settings) == []
     metadata = json.loads(
         next(p for p in video_files(server.settings) if p.name == "metadata.json").read_text()

@@ -182,4 +182,5 @@ def argv(
 
 def tile_output(pattern: str) -> list[str]:
     """The storyboard's tiles as numbered JPEGs (`pattern` has `%04d`)."""
-    return ["-q:v", "4", "-f", "image2", "-y", pattern]
+    # passthrough: image2 would otherwise duplicate tiles to a constant frame rate.
+    return ["-fps_mode", "passthrough", "-q:v", "4", "-f", "image2", "-y", pattern]

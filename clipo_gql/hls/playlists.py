@@ -35,7 +35,13 @@ def measure(folder: Path, rung: Rung, codecs: str) -> Measured:
     """Peak and average bitrate of one rung, from its playlist and files (the init segment is
     counted with the first media segment, which a player fetches together)."""
     rung_dir = folder / rung.name
-    lines = (rung_dir / MEDIA_PLAYLIST).read_text().splitlines()
+    playlist = rung_dir / MEDIA_PLAYLIST
+    text = playlist.read_text()
+    if "\n#EXT-X-TARGETDURATION:0\n" in text:
+        # A clip shorter than half a second: ffmpeg writes 0, which players refuse.
+        text = text.replace("\n#EXT-X-TARGETDURATION:0\n", "\n#EXT-X-TARGETDURATION:1\n")
+        playlist.write_text(text)
+    lines = text.splitlines()
     durations: list[float] = []
     sizes: list[int] = []
     pending: float | None = None

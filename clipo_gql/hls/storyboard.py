@@ -3,7 +3,8 @@ point at its tiles (`storyboard.jpg#xywh=x,y,w,h`), for previews while scrubbing
 
 A frame every 2 s at least, and at most MAX_TILES of them (a long video's spacing grows),
 160 px wide. Made in the ladder's decode pass (ladder.py) when there is a ladder; else in a
-pass of its own that decodes keyframes only (`Media.storyboard`).
+pass of its own (`Media.storyboard`), which decodes the whole video too: a keyframe-only
+decode would be faster, but its tiles would fall wherever the source's keyframes are.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ class StoryboardPlan:
     tile_height: int
 
     def filter(self) -> str:
-        """The filter chain that turns a video stream into tiles, one JPEG each. (Tiling in
-        the same graph would hold back ffmpeg's `-progress` until the sprite is whole, at the
-        end: the tiles are put together afterwards, by `sprite_filter`.)"""
+        """The filter chain that turns a video stream into tiles, one JPEG each: the first
+        frame at or after each multiple of the interval (the first frame always, so a clip
+        shorter than one interval has its tile). Tiling in the same graph would hold back
+        ffmpeg's `-progress` until the sprite is whole, at the end: the tiles are put
+        together afterwards, by `sprite_filter`."""
+        i = f"{self.interval:.6f}"
         return (
-            f"fps=1/{self.interval:.6f}:round=down,"
+            f"select='gte(t\\,ld(0))*st(0\\,(floor(t/{i})+1)*{i})',"
             f"scale=w={self.tile_width}:h={self.tile_height},setsar=1"
         )
 

@@ -27,7 +27,7 @@ from clipo_gql.models import Video, VideoSource
 from clipo_gql.settings import Settings
 from clipo_gql.tasks import embedded_worker, enqueue_processing, job_id
 from tests.clips import make_clip
-from tests.conftest import Server, incoming_files, run_server, video_files
+from tests.conftest import DONE_FILES, Server, incoming_files, output_names, run_server, video_files
 from tests.test_api import watch
 from tests.test_media import alive, assert_gone
 
@@ -148,9 +148,8 @@ async def recover(api: Server, video_id: str) -> list[dict[str, Any]]:
 
 def assert_one_set_of_outputs(settings: Settings, video_id: str) -> None:
     folder = settings.media_dir / "videos" / video_id
-    names = sorted(p.name for p in video_files(settings))
-    assert names == ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"]
-    assert all(p.parent == folder for p in video_files(settings))
+    assert output_names(settings) == DONE_FILES
+    assert all(folder in p.parents for p in video_files(settings))
     assert incoming_files(settings) == []
     assert json.loads((folder / "metadata.json").read_text())["id"] == video_id
 

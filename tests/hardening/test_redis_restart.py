@@ -22,7 +22,7 @@ from clipo_gql.devredis import answers, free_port
 from clipo_gql.settings import Settings
 from clipo_gql.tasks import job_id
 from tests.clips import make_clip
-from tests.conftest import run_server, video_files
+from tests.conftest import DONE_FILES, output_names, run_server
 from tests.test_api import upload_id, watch
 
 pytestmark = pytest.mark.timeout(180)
@@ -122,9 +122,6 @@ async def test_processing_survives_a_redis_restart(
             states = await asyncio.wait_for(watcher, 120)
             assert states[-1]["status"] == "DONE", states[-1]
             assert [s["status"] for s in states].count("DONE") == 1
-        names = sorted(p.name for p in video_files(isolated))
-        assert names == sorted(
-            ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"] * 2
-        )
+        assert output_names(isolated) == sorted(DONE_FILES * 2)
         # The service answers normally afterwards.
         assert (await server.http.get("/readyz")).status_code == 200

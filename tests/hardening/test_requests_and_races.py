@@ -13,7 +13,7 @@ import pytest
 from clipo_gql.models import Video
 from clipo_gql.settings import Settings
 from tests.clips import Clips
-from tests.conftest import Server, incoming_files, run_server, video_files
+from tests.conftest import DONE_FILES, Server, incoming_files, output_names, run_server, video_files
 from tests.test_api import upload_id, watch
 
 pytestmark = pytest.mark.timeout(120)
@@ -149,7 +149,4 @@ async def test_same_file_uploaded_twice_at_once_is_two_videos_each_processed_onc
         stored = await Video.get(video_id)
         assert stored is not None
         assert stored.attempts == 1, "processed more than once"
-    names = sorted(p.name for p in video_files(server.settings))
-    assert names == sorted(
-        ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"] * 2
-    )
+    assert output_names(server.settings) == sorted(DONE_FILES * 2)

@@ -23,7 +23,11 @@ UPLOAD = (
 )
 WATCH = "subscription($id: ID!) { videoStatus(id: $id) { id status progress error } }"
 FINAL = ("DONE", "FAILED")
-OUTPUTS = ["metadata.json", "original", "record.json", "thumbnail.jpg", "video.mp4"]
+# A DONE video's folder (compose keeps the default ladder and storyboard).
+OUTPUTS = [
+    "hls", "metadata.json", "original", "record.json", "storyboard.jpg", "storyboard.vtt",
+    "thumbnail.jpg", "video.mp4",
+]  # fmt: skip
 
 
 async def upload(http: httpx.AsyncClient, path: Path | bytes, name: str) -> dict[str, Any]:
