@@ -346,6 +346,12 @@ async def test_the_mp4_is_published_before_the_ladder(hls_server: Server, clip_3
     played = await plays_for(final["hlsUrl"])
     assert played == pytest.approx(5.0, abs=0.3)
 
+    # Segments are counted by their route, never their path; the ladder is a job phase.
+    metrics = (await http.get("/metrics")).text
+    assert 'route="/hls/{id}/{path:path}"' in metrics
+    assert video_id not in metrics
+    assert 'clipo_job_phase_seconds_count{phase="ladder"}' in metrics
+
 
 async def plays_for(url: str) -> float:
     """Seconds of video ffmpeg decodes reading `url` (no headers, like a player)."""

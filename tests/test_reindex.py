@@ -22,7 +22,7 @@ from tests.test_api import upload_id, watch
 LASTING = [
     "id", "filename", "owner_id", "limit_key", "source", "source_url", "created_at", "status",
     "progress", "error", "size_bytes", "duration", "width", "height", "video_codec",
-    "audio_codec", "frame_rate", "bit_rate", "format_name", "remuxed",
+    "audio_codec", "frame_rate", "bit_rate", "format_name", "remuxed", "published", "renditions",
 ]  # fmt: skip
 
 
@@ -75,6 +75,8 @@ async def test_a_lost_database_comes_back_from_the_files(server: Server, redis: 
     before = await stored()
     assert before[done_id]["status"] is VideoStatus.DONE
     assert before[done_id]["remuxed"] is not None
+    assert before[done_id]["published"] == ["mp4", "hls", "storyboard"]
+    assert before[done_id]["renditions"]
     assert before[failed_id]["status"] is VideoStatus.FAILED
 
     await lose_the_database()

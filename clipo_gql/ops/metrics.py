@@ -37,7 +37,7 @@ JOB_DURATION = Histogram(
 )
 JOB_PHASE = Histogram(
     "clipo_job_phase_seconds",
-    "Wall time of each step of a job (download, probe, thumbnail, mp4).",
+    "Wall time of each step of a job (download, probe, thumbnail, mp4, ladder, storyboard).",
     ["phase"],
     buckets=JOB_BUCKETS,
 )
