@@ -65,6 +65,7 @@ export function parseStoryboard(text, vttUrl) {
  */
 export function createPlayer({ video, seek, preview, quality, qualityBox, onMessage }) {
   let hls = null; // the hls.js instance while it plays
+  let hlsEvents = null; // Hls.Events, once hls.js is loaded
   let loaded = null; // { id, key, kind } of the source asked for last ("hls" | "native" | "mp4")
   let generation = 0; // bumped by every load and unload: a load that finishes late is dropped
   let deferred = null; // a Video whose HLS waits for the viewer to pause the MP4
@@ -140,6 +141,7 @@ export function createPlayer({ video, seek, preview, quality, qualityBox, onMess
     // segments is little work (they are copied into the buffer, not transcoded).
     const instance = new Hls({ startPosition: position > 0 ? position : -1 });
     hls = instance;
+    hlsEvents = Hls.Events;
     let recovered = false;
     instance.on(Hls.Events.MANIFEST_PARSED, () => fillQuality(instance));
     instance.on(Hls.Events.LEVEL_SWITCHED, (_event, { level }) => showLevel(instance, level));
@@ -187,9 +189,15 @@ export function createPlayer({ video, seek, preview, quality, qualityBox, onMess
 
   quality.onchange = () => {
     if (!hls) return;
-    // -1 hands the choice back to hls.js; a rung flushes the buffer and switches at once.
-    hls.currentLevel = Number(quality.value);
+    const instance = hls;
+    // A rung (or -1, auto) flushes the whole buffer and refills it from that rung at once.
+    instance.currentLevel = Number(quality.value);
     if (quality.value === "-1") quality.options[0].textContent = "Auto";
+    // Chromium then shows no new frame until the next keyframe, up to a segment later while
+    // the sound goes on: seeking to where we are makes it decode from the keyframe before.
+    instance.once(hlsEvents.FRAG_BUFFERED, () => {
+      if (hls === instance && !video.seeking) video.currentTime = video.currentTime;
+    });
   };
 
   // --- the seek bar and its previews
