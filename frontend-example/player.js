@@ -169,7 +169,9 @@ export function createPlayer({ video, seek, preview, quality, qualityBox, onMess
 
   function fillQuality(instance) {
     const rungs = instance.levels
-      .map((level, index) => ({ index, height: level.height, bitRate: level.bitrate }))
+      // AVERAGE-BANDWIDTH: the measured average the API's `renditions` give too (BANDWIDTH
+      // is the peak segment's).
+      .map((level, index) => ({ index, height: level.height, bitRate: level.averageBitrate }))
       .sort((a, b) => b.height - a.height || b.bitRate - a.bitRate);
     quality.replaceChildren(
       new Option("Auto", "-1"),
