@@ -6,7 +6,8 @@ import { createClient } from "graphql-ws";
 export const VIDEO_FIELDS = `
   id filename source sourceUrl status progress error createdAt
   sizeBytes duration durationText width height videoCodec audioCodec frameRate formatName
-  thumbnailUrl streamUrl downloadUrl metadataUrl metadataDownloadUrl`;
+  thumbnailUrl streamUrl downloadUrl metadataUrl metadataDownloadUrl
+  hlsUrl storyboardUrl renditions { width height bitRate }`;
 
 /** An error the API answered with: `code` is its `extensions.code` (e.g. PAYLOAD_TOO_LARGE). */
 export class ApiError extends Error {

@@ -2,6 +2,7 @@
 // the Operations view (at #operations). All API calls are in api.js; this file only turns
 // their results into DOM.
 import { createApi } from "./api.js";
+import { createPlayer, rungLabel } from "./player.js";
 
 // Reached only once every import loaded (index.html explains the page otherwise).
 window.clipoStarted = true;
@@ -28,6 +29,18 @@ function explain(error) {
   if (error.code === "FORBIDDEN") return `Not allowed: ${error.message}`;
   return error.message;
 }
+// The detail view's player (player.js): HLS with a quality menu, storyboard previews.
+const player = createPlayer({
+  video: document.getElementById("player"),
+  seek: document.getElementById("seek"),
+  preview: document.getElementById("preview"),
+  quality: document.getElementById("quality"),
+  qualityBox: document.getElementById("quality-box"),
+  onMessage: (text) => showMessage(text, "info"),
+});
+// For tests and tools: `window.__clipoPlayer.hls` is the hls.js instance while one plays.
+window.__clipoPlayer = player;
+
 const PAGE_SIZE = 12;
 const FINISHED = new Set(["DONE", "FAILED"]);
 
@@ -243,16 +256,9 @@ function renderDetail(video) {
   $("detail-error").hidden = !video.error;
   $("detail-error").textContent = video.error ?? "";
 
-  const player = $("player");
-  player.hidden = !video.streamUrl;
-  // Only a new URL reloads the player: progress events must not restart playback.
-  if (video.streamUrl && player.getAttribute("src") !== video.streamUrl) {
-    player.poster = video.thumbnailUrl ?? "";
-    player.src = video.streamUrl;
-  } else if (!video.streamUrl && player.hasAttribute("src")) {
-    player.removeAttribute("src");
-    player.load();
-  }
+  // Called with every update: the player reloads only when the source changes.
+  $("player-box").hidden = !video.streamUrl && !video.hlsUrl;
+  player.show(video);
 
   $("detail-facts").replaceChildren(
     ...fact("Duration", video.durationText),
@@ -261,6 +267,7 @@ function renderDetail(video) {
     ...fact("Audio", video.videoCodec && (video.audioCodec ?? "none")),
     ...fact("Frame rate", video.frameRate && `${video.frameRate.toFixed(2)} fps`),
     ...fact("Container", video.formatName),
+    ...fact("Streams", video.renditions?.map((r) => rungLabel(r.height, r.bitRate)).join(", ")),
     ...fact("File", formatBytes(video.sizeBytes)),
     ...fact("Source", video.sourceUrl ?? "upload"),
     ...fact("Added", new Date(video.createdAt).toLocaleString()),
@@ -277,7 +284,7 @@ async function openFromHash() {
   const id = location.hash.slice(1);
   if (!id) {
     $("detail").hidden = true;
-    $("player").pause();
+    player.unload();
     return;
   }
   let video = videos.get(id);
@@ -481,7 +488,7 @@ async function route() {
   }
   ops.shown = operations;
   if (operations) {
-    $("player").pause();
+    player.unload();
     await refreshOperations();
   } else {
     hideOperations();

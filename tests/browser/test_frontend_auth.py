@@ -59,10 +59,13 @@ async def test_a_token_link_signs_in_and_everything_works(
         row = page.locator(f'#videos li[data-id="{video_id}"]')
         await expect(row.locator(".badge")).to_have_text("DONE")
         await row.click()
+        # Metadata loaded through the HLS ladder: the master, a rung's playlist and its init
+        # segment were all fetched with the tokens the playlists carry, without a header.
         await page.wait_for_function("document.getElementById('player').readyState >= 1")
-        src = await page.locator("#player").get_attribute("src")
+        await expect(page.locator("#player")).to_have_attribute("data-engine", "hls")
+        src = await page.locator("#player").get_attribute("data-source")
         assert src is not None
-        assert "token=" in src
+        assert f"/hls/{video_id}/master.m3u8?token=" in src
         referrer = await page.evaluate("document.querySelector('meta[name=referrer]').content")
         assert referrer == "no-referrer"
     # Bob does not see alice's video.
