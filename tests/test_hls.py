@@ -247,6 +247,31 @@ def ffmpeg_processes_on(path: Path) -> list[int]:
     return found
 
 
+async def test_keyframes_every_two_seconds_on_every_segment_boundary(tmp_path: Path):
+    # 6 s segments (the default): a keyframe at 0, 2, 4, 6, ... s in every rung, so a player
+    # that seeks or switches mid-segment waits at most 2 s of decoding for a picture.
+    settings = Settings(media_dir=tmp_path / "media", hls_renditions="360,180")
+    src = make_clip(tmp_path / "13s.mp4", seconds=13, size="640x360", fps=30)
+    folder = tmp_path / "video"
+    await make(settings, src, folder)
+    master = m3u8.load(str(folder / "hls" / "master.m3u8"))
+    times = []
+    for playlist in master.playlists:
+        media = m3u8.load(str(folder / "hls" / playlist.uri))
+        assert [round(s.duration, 3) for s in media.segments] == [6.0, 6.0, 1.0]
+        rung_dir = folder / "hls" / Path(playlist.uri).parent
+        joined = tmp_path / "joined.mp4"
+        with joined.open("wb") as out:
+            for name in [media.segment_map[0].uri, *(s.uri for s in media.segments)]:
+                out.write((rung_dir / name).read_bytes())
+        frames = ffprobe_json("-skip_frame", "nokey", "-select_streams", "v",
+                              "-show_entries", "frame=pts_time", str(joined))["frames"]  # fmt: skip
+        start = float(frames[0]["pts_time"])  # the fMP4 may start past 0 (audio priming)
+        times.append([round(float(f["pts_time"]) - start, 2) for f in frames])
+    assert times[0] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
+    assert times[1] == times[0], "keyframes differ across rungs"
+
+
 async def test_cancelling_mid_ladder_leaves_no_ffmpeg_and_no_files(tmp_path: Path):
     src = make_clip(tmp_path / "long.mp4", seconds=30, size="1280x720", fps=30)
     settings = ladder_settings(tmp_path)

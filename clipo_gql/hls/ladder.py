@@ -111,9 +111,20 @@ def plan_rungs(probe: ProbeResult, heights: list[int]) -> list[Rung]:
     return rungs
 
 
+def keyframes_per_segment(segment_seconds: int) -> int:
+    """How many keyframes a segment holds, evenly spaced about 2 s apart.
+
+    A keyframe only at each segment start would leave a player that seeks or switches rung
+    mid-segment decoding up to a whole segment before it shows a picture; one every ~2 s
+    keeps that short, and spacing them by an exact fraction of the segment keeps every boundary
+    on one."""
+    return max(1, math.ceil(segment_seconds / 2))
+
+
 def keyframe_interval(segment_seconds: int, frame_rate: float | None) -> int:
-    """Frames per GOP: one segment's worth, so every segment starts with a keyframe."""
-    return max(1, int(round(segment_seconds * (frame_rate or 25))))
+    """The encoder's maximum GOP in frames: one keyframe spacing, rounded up."""
+    per_segment = keyframes_per_segment(segment_seconds)
+    return max(1, math.ceil(segment_seconds * (frame_rate or 25) / per_segment - 1e-6))
 
 
 def argv(
@@ -129,8 +140,9 @@ def argv(
     tiles: str | None,
 ) -> list[str]:
     """One ffmpeg: decode once, `split` to every rung's `scale` (and the storyboard's tiles),
-    encode each, and mux fMP4 segments with the hls muxer. Keyframes are forced at every
-    segment boundary (scene-cut keyframes off), so all rungs cut at the same times."""
+    encode each, and mux fMP4 segments with the hls muxer. Keyframes are forced at the same
+    times in every rung (scene-cut keyframes off, every segment boundary among them), so all
+    rungs cut at the same times."""
     count = len(rungs) + (1 if storyboard is not None else 0)
     labels = [f"[s{n}]" for n in range(count)]
     graph = [f"[0:V:0]split={count}{''.join(labels)}" if count > 1 else "[0:V:0]null[s0]"]
@@ -149,10 +161,13 @@ def argv(
         if has_audio:
             cmd += ["-map", "0:a:0"]
     gop = keyframe_interval(segment_seconds, probe.frame_rate)
+    per_segment = keyframes_per_segment(segment_seconds)
     cmd += [
         *encoders.h264(), "-profile:v", "high",
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds})",
+        # A fraction, not a rounded decimal, so the n-th keyframe does not drift off a boundary;
+        # the millisecond allows for frame times just under it (29.97 fps and the like).
+        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds}/{per_segment}-0.001)",
     ]  # fmt: skip
     for n, rung in enumerate(rungs):
         cmd += [f"-maxrate:v:{n}", f"{rung.maxrate_kbps}k", f"-bufsize:v:{n}",
