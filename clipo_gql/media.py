@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import itertools
 import json
 import logging
 import math
@@ -50,6 +51,8 @@ SAFE_INPUT_FLAGS: tuple[str, ...] = (
 )  # fmt: skip
 
 PROBE_OUTPUT_CAP = 16 * MiB
+# Enough of a video to judge its keyframe spacing, read in well under a second.
+KEYFRAME_WINDOW_SECONDS = 120
 STDERR_TAIL_BYTES = 4096
 THUMBNAIL_WIDTH = 320
 THUMBNAIL_MAX_BYTES = 10_000_000
@@ -216,6 +219,11 @@ class Media:
         temporary folder and moved into place when whole: a failure or cancellation leaves
         nothing behind."""
         s = self.settings
+        copy_top = ladder.copyable_top(
+            probe, rungs[0], plan_streams(probe)[0]
+        ) and ladder.keyframes_fit(
+            await self.keyframe_gap(src, probe.duration), s.hls_segment_seconds
+        )
         tmp = _temp_path(dest)
         tmp.mkdir()
         progress = _Progress(probe.duration, on_progress)
@@ -229,7 +237,7 @@ class Media:
             ffmpeg=s.ffmpeg_binary, safe_input=list(SAFE_INPUT_FLAGS), source=_input(src),
             out_dir=str(tmp.absolute()), rungs=rungs, probe=probe,
             segment_seconds=s.hls_segment_seconds, storyboard=storyboard,
-            tiles=_output(tmp / TILES) if storyboard is not None else None,
+            tiles=_output(tmp / TILES) if storyboard is not None else None, copy_top=copy_top,
         )  # fmt: skip
         try:
             async with _time_limit(s.job_timeout_seconds, "Making the HLS renditions"):
@@ -254,6 +262,34 @@ class Media:
             await asyncio.to_thread(shutil.rmtree, tmp, True)
         await progress.finish()
         return measured
+
+    async def keyframe_gap(self, src: Path, duration: float) -> float | None:
+        """The longest stretch between the video's keyframes over its first
+        KEYFRAME_WINDOW_SECONDS (from packet flags: nothing is decoded), or None when it
+        cannot be read."""
+        s = self.settings
+        argv = [
+            s.ffprobe_binary, "-hide_banner", "-v", "error", *SAFE_INPUT_FLAGS,
+            "-select_streams", "V:0", "-read_intervals", f"%+{KEYFRAME_WINDOW_SECONDS}",
+            "-show_entries", "packet=pts_time,flags", "-of", "csv=p=0", _input(src),
+        ]  # fmt: skip
+        async with _time_limit(s.probe_timeout_seconds, "Reading the keyframes"):
+            run = await _run(argv, stdout_cap=PROBE_OUTPUT_CAP)
+        if run.returncode != 0:
+            return None
+        times = []
+        for line in run.stdout.decode("ascii", "replace").splitlines():
+            pts, _, flags = line.partition(",")
+            if flags.startswith("K"):
+                try:
+                    times.append(float(pts))
+                except ValueError:
+                    return None
+        if not times:
+            return None
+        times.sort()
+        times.append(max(times[-1], min(duration, times[0] + KEYFRAME_WINDOW_SECONDS)))
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
 
     async def storyboard(self, src: Path, folder: Path, plan: StoryboardPlan) -> None:
         """The storyboard alone (no ladder): a pass of its own over the whole video."""

@@ -148,7 +148,15 @@ def sources(clips: Clips, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
         "odd": clips.odd_size,
         "tiny": clips.short,
         "no-audio": clips.h264_noaudio,
+        # Browser-safe H.264 at a rung's size, a keyframe a second, under the rung's peak:
+        # the top rung is this video as it is.
+        "copyable": copyable_clip(folder / "copyable.mp4"),
     }
+
+
+def copyable_clip(path: Path, seconds: float = 4) -> Path:
+    return make_clip(path, seconds=seconds, size="640x360", fps=30,
+                     extra=["-g", "30", "-maxrate", "250k", "-bufsize", "500k"])  # fmt: skip
 
 
 def ladder_settings(tmp_path: Path, **extra: Any) -> Settings:
@@ -181,7 +189,9 @@ def ffprobe_json(*args: str) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize("name", ["720p", "1080p", "portrait", "odd", "tiny", "no-audio"])
+@pytest.mark.parametrize(
+    "name", ["720p", "1080p", "portrait", "odd", "tiny", "no-audio", "copyable"]
+)
 async def test_the_ladder_is_aligned_and_every_segment_plays(
     name: str, sources: dict[str, Path], tmp_path: Path
 ):
@@ -199,7 +209,9 @@ async def test_the_ladder_is_aligned_and_every_segment_plays(
     for playlist, rung in zip(master.playlists, rungs, strict=True):
         info = playlist.stream_info
         assert info.bandwidth >= info.average_bandwidth > 0
-        assert info.codecs.startswith("avc1.64")
+        copied = name == "copyable" and rung == rungs[0]
+        # x264 High, or a copied rung's own profile (make_clip's is Constrained Baseline).
+        assert info.codecs.startswith("avc1.42c0" if copied else "avc1.64")
         assert ("mp4a.40.2" in info.codecs) is has_audio
         assert info.frame_rate == pytest.approx(probe.frame_rate, abs=0.01)
         media = m3u8.load(str(folder / "hls" / playlist.uri))
@@ -270,6 +282,64 @@ async def test_keyframes_every_two_seconds_on_every_segment_boundary(tmp_path: P
         times.append([round(float(f["pts_time"]) - start, 2) for f in frames])
     assert times[0] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
     assert times[1] == times[0], "keyframes differ across rungs"
+
+
+def video_packets(path: Path) -> list[tuple[str, str]]:
+    found = ffprobe_json("-select_streams", "v", "-show_entries", "packet=size,flags", str(path))
+    return [(p["size"], p["flags"][0]) for p in found["packets"]]
+
+
+def joined_rung(folder: Path, uri: str, dest: Path) -> Path:
+    media = m3u8.load(str(folder / uri))
+    rung_dir = folder / Path(uri).parent
+    with dest.open("wb") as out:
+        for name in [media.segment_map[0].uri, *(s.uri for s in media.segments)]:
+            out.write((rung_dir / name).read_bytes())
+    return dest
+
+
+async def test_a_browser_safe_source_is_copied_as_the_top_rung(tmp_path: Path):
+    src = copyable_clip(tmp_path / "src.mp4", seconds=7)
+    settings = Settings(media_dir=tmp_path / "media", hls_segment_seconds=2,
+                        hls_renditions="360,180")  # fmt: skip
+    folder = tmp_path / "video"
+    await make(settings, src, folder)
+    hls = folder / "hls"
+    top, low = (p.uri for p in m3u8.load(str(hls / "master.m3u8")).playlists)
+    # The same compressed pictures as the source: copied, not encoded again.
+    assert video_packets(joined_rung(hls, top, tmp_path / "top.mp4")) == video_packets(src)
+    keyframes = []
+    for uri in (top, low):
+        frames = ffprobe_json(
+            "-skip_frame",
+            "nokey",
+            "-select_streams",
+            "v",
+            "-show_entries",
+            "frame=pts_time",
+            str(joined_rung(hls, uri, tmp_path / "j.mp4")),
+        )
+        keyframes.append([round(float(f["pts_time"]), 2) for f in frames["frames"]])
+    assert len(keyframes[0]) == 7
+    assert keyframes[1] == keyframes[0], "the encoded rung must take the copy's keyframes"
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (["-g", "300"], "keyframes 10 s apart: segments would be too long"),
+        (["-g", "30", "-b:v", "2M"], "more bits than the rung's peak"),
+    ],
+)
+async def test_a_source_unfit_for_copying_is_encoded(tmp_path: Path, extra: list[str], why: str):
+    src = make_clip(tmp_path / "src.mp4", seconds=4, size="640x360", fps=30, extra=extra)
+    settings = Settings(media_dir=tmp_path / "media", hls_segment_seconds=2,
+                        hls_renditions="360")  # fmt: skip
+    folder = tmp_path / "video"
+    await make(settings, src, folder)
+    hls = folder / "hls"
+    (top,) = (p.uri for p in m3u8.load(str(hls / "master.m3u8")).playlists)
+    assert video_packets(joined_rung(hls, top, tmp_path / "top.mp4")) != video_packets(src), why
 
 
 async def test_cancelling_mid_ladder_leaves_no_ffmpeg_and_no_files(tmp_path: Path):

@@ -127,6 +127,38 @@ def keyframe_interval(segment_seconds: int, frame_rate: float | None) -> int:
     return max(1, math.ceil(segment_seconds * (frame_rate or 25) / per_segment - 1e-6))
 
 
+def copyable_top(probe: ProbeResult, rung: Rung, browser_safe: bool) -> bool:
+    """Whether the source's own video can be the top rung as it is (before its keyframes
+    are known, `keyframes_fit`): `browser_safe` H.264 (what the MP4 remux copies) at exactly
+    the rung's size, upright with square pixels, and no more bits than the rung's peak.
+
+    Copying skips the costliest encode (measured in README § Adaptive streaming); the other
+    rungs then take their keyframes from the source so that every rung still cuts at the
+    same times."""
+    rate = _video_bit_rate(probe)
+    return (
+        browser_safe
+        and probe.rotation == 0
+        and (probe.coded_width, probe.coded_height) == (rung.width, rung.height)
+        and rate is not None
+        and rate <= rung.maxrate_kbps * 1000
+    )
+
+
+def keyframes_fit(gap_seconds: float | None, segment_seconds: int) -> bool:
+    """A copied rung's segments end at the source's keyframes: a source whose keyframes are
+    further apart than a segment would give segments too long for players to switch on."""
+    return gap_seconds is not None and 0 < gap_seconds <= segment_seconds
+
+
+def _video_bit_rate(probe: ProbeResult) -> int | None:
+    for stream in probe.raw.get("streams", []):
+        if stream.get("codec_type") == "video":
+            rate = stream.get("bit_rate")
+            return int(rate) if isinstance(rate, str) and rate.isdigit() else probe.bit_rate
+    return probe.bit_rate
+
+
 def argv(
     *,
     ffmpeg: str,
@@ -138,39 +170,61 @@ def argv(
     segment_seconds: int,
     storyboard: StoryboardPlan | None,
     tiles: str | None,
+    copy_top: bool = False,
 ) -> list[str]:
     """One ffmpeg: decode once, `split` to every rung's `scale` (and the storyboard's tiles),
     encode each, and mux fMP4 segments with the hls muxer. Keyframes are forced at the same
     times in every rung (scene-cut keyframes off, every segment boundary among them), so all
-    rungs cut at the same times."""
-    count = len(rungs) + (1 if storyboard is not None else 0)
+    rungs cut at the same times. With `copy_top` the first rung is the source's video as it
+    is and the others take their keyframes from it."""
+    first = 1 if copy_top else 0  # the rungs that go through the filter graph
+    scaled = range(first, len(rungs))
+    count = len(scaled) + (1 if storyboard is not None else 0)
     labels = [f"[s{n}]" for n in range(count)]
     graph = [f"[0:V:0]split={count}{''.join(labels)}" if count > 1 else "[0:V:0]null[s0]"]
-    for n, rung in enumerate(rungs):
-        graph.append(f"[s{n}]scale=w={rung.width}:h={rung.height},setsar=1[v{n}]")
+    for label, n in enumerate(scaled):
+        rung = rungs[n]
+        graph.append(f"[s{label}]scale=w={rung.width}:h={rung.height},setsar=1[v{n}]")
     if storyboard is not None:
-        graph.append(f"[s{len(rungs)}]{storyboard.filter()}[sb]")
+        graph.append(f"[s{len(scaled)}]{storyboard.filter()}[sb]")
     has_audio = probe.audio_codec is not None
     cmd = [
         ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-nostats", "-progress", "pipe:1",
         *safe_input, "-i", source,
-        "-filter_complex", ";".join(graph),
     ]  # fmt: skip
+    if count:
+        cmd += ["-filter_complex", ";".join(graph)]
     for n in range(len(rungs)):
-        cmd += ["-map", f"[v{n}]"]
+        cmd += ["-map", "0:V:0" if n < first else f"[v{n}]"]
         if has_audio:
             cmd += ["-map", "0:a:0"]
+    if copy_top:
+        cmd += ["-c:v:0", "copy"]
     gop = keyframe_interval(segment_seconds, probe.frame_rate)
     per_segment = keyframes_per_segment(segment_seconds)
-    cmd += [
-        *encoders.h264(), "-profile:v", "high",
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        # A fraction, not a rounded decimal, so the n-th keyframe does not drift off a boundary;
-        # the millisecond allows for frame times just under it (29.97 fps and the like).
-        "-force_key_frames", f"expr:gte(t,n_forced*{segment_seconds}/{per_segment}-0.001)",
-    ]  # fmt: skip
-    for n, rung in enumerate(rungs):
-        cmd += [f"-maxrate:v:{n}", f"{rung.maxrate_kbps}k", f"-bufsize:v:{n}",
+    for n in scaled:
+        stream = f"v:{n}"
+        cmd += [
+            *encoders.h264(stream),
+            f"-profile:{stream}",
+            "high",
+            f"-sc_threshold:{stream}",
+            "0",
+        ]
+        if copy_top:
+            # Keyframes where the copied rung has them and nowhere else (a GOP cap of its
+            # own would add keyframes the copy lacks, and the hls muxer would cut there).
+            cmd += [f"-force_key_frames:{stream}", "source", f"-g:{stream}", str(gop * 1000)]
+        else:
+            cmd += [
+                f"-g:{stream}", str(gop), f"-keyint_min:{stream}", str(gop),
+                # A fraction, not a rounded decimal, so the n-th keyframe does not drift off a
+                # boundary; the millisecond allows for frame times just under it (29.97 fps).
+                f"-force_key_frames:{stream}",
+                f"expr:gte(t,n_forced*{segment_seconds}/{per_segment}-0.001)",
+            ]  # fmt: skip
+        rung = rungs[n]
+        cmd += [f"-maxrate:{stream}", f"{rung.maxrate_kbps}k", f"-bufsize:{stream}",
                 f"{rung.maxrate_kbps * 2}k"]  # fmt: skip
     if has_audio:
         cmd += [*encoders.aac(), "-ac", "2"]

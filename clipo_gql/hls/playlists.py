@@ -68,11 +68,30 @@ def measure(folder: Path, rung: Rung, codecs: str) -> Measured:
 
 
 def codecs_by_rung(folder: Path, rungs: list[Rung]) -> dict[str, str]:
-    """Each rung's CODECS from ffmpeg's master, in its order (one STREAM-INF per rung)."""
-    found = _CODECS.findall((folder / FFMPEG_MASTER).read_text())
-    if len(found) != len(rungs):
+    """Each rung's CODECS from ffmpeg's master, in its order (one STREAM-INF per rung); a
+    copied rung, for which ffmpeg writes none, from its init segment."""
+    entries = (folder / FFMPEG_MASTER).read_text().split("#EXT-X-STREAM-INF:")[1:]
+    if len(entries) != len(rungs):
         raise ValueError("ffmpeg's master playlist does not list every rung")
-    return {rung.name: codecs for rung, codecs in zip(rungs, found, strict=True)}
+    found = {}
+    for rung, entry in zip(rungs, entries, strict=True):
+        codecs = _CODECS.search(entry.partition("\n")[0])
+        found[rung.name] = codecs.group(1) if codecs else codecs_of_init(folder / rung.name)
+    return found
+
+
+def codecs_of_init(rung_dir: Path) -> str:
+    """RFC 6381 CODECS of an fMP4 init segment: `avc1.PPCCLL` from its avcC box (profile,
+    constraint flags, level), and AAC-LC if it has an audio track (we only make AAC-LC)."""
+    uri = _URI_ATTRIBUTE.search((rung_dir / MEDIA_PLAYLIST).read_text())  # the EXT-X-MAP
+    if uri is None:
+        raise ValueError(f"{rung_dir.name}: no init segment")
+    init = (rung_dir / uri.group(1)).read_bytes()
+    at = init.find(b"avcC")
+    if at < 0 or len(init) < at + 8:
+        raise ValueError(f"{rung_dir.name}: no H.264 configuration in the init segment")
+    codecs = f"avc1.{init[at + 5 : at + 8].hex()}"
+    return f"{codecs},mp4a.40.2" if b"mp4a" in init else codecs
 
 
 def master(measured: list[Measured], frame_rate: float | None) -> str:
