@@ -27,15 +27,24 @@ from clipo_gql.settings import Settings
 NO_HLS = {"HLS_RENDITIONS": "", "STORYBOARD": "false"}
 
 
-def shell_script(src: Path, out: Path, *, copy: bool, duration: float) -> str:
-    """ffprobe, the thumbnail at 10 %, the MP4: what the worker runs, as one shell script."""
+def mp4_commands(src: Path, out: Path, *, copy: bool, duration: float) -> list[list[str]]:
+    """ffprobe, the thumbnail at 10 %, the MP4: the argv of each command the worker runs."""
     media = Media(Settings())
     probe = ["ffprobe", "-hide_banner", "-v", "error", *SAFE_INPUT_FLAGS,
              "-print_format", "json", "-show_format", "-show_streams", f"file:{src}"]  # fmt: skip
     thumbnail = media._thumbnail_argv(src, out / "thumbnail.jpg", duration * 0.1)
     mp4 = media._mp4_argv(src, out / "video.mp4", copy_video=copy, copy_audio=copy)
-    commands = " && ".join(shlex.join(argv) for argv in (probe, thumbnail, mp4))
-    return f"( {commands} ) >/dev/null"
+    return [probe, thumbnail, mp4]
+
+
+def as_script(commands: list[list[str]]) -> str:
+    """The commands one after another in one shell, stopping at the first failure."""
+    return f"( {' && '.join(shlex.join(argv) for argv in commands)} ) >/dev/null"
+
+
+def shell_script(src: Path, out: Path, *, copy: bool, duration: float) -> str:
+    """ffprobe, the thumbnail at 10 %, the MP4: what the worker runs, as one shell script."""
+    return as_script(mp4_commands(src, out, copy=copy, duration=duration))
 
 
 async def shell(script: str) -> float:
