@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.b1_end_to_end import shell, shell_script
+from bench.b1_end_to_end import NO_HLS, shell, shell_script
 from bench.common import Context, Result, Service, alternate, dev_server, make_clip, upload
 from bench.common import until_final as until_done
 
@@ -56,7 +56,7 @@ async def run(ctx: Context) -> list[Result]:
         clip = ctx.workdir / f"short-{n:02}.mp4"
         shutil.copyfile(source, clip)
         clips.append(clip)
-    async with dev_server(ctx, WORKER_CONCURRENCY="2") as service:
+    async with dev_server(ctx, WORKER_CONCURRENCY="2", **NO_HLS) as service:
         async with httpx.AsyncClient(timeout=600) as http:
             ours, baseline = await alternate(
                 ctx.repeats,
@@ -69,6 +69,9 @@ async def run(ctx: Context) -> list[Result]:
             unit="clips/min",
             ours=ours, baseline=baseline, baseline_name="the same commands via xargs -P 2",
             higher_is_better=True, target=0.9,
-            notes=["jobs run in clipo-gql dev (WORKER_CONCURRENCY=2): no shared MongoDB here"],
+            notes=[
+                "jobs run in clipo-gql dev (WORKER_CONCURRENCY=2): no shared MongoDB here;"
+                " HLS_RENDITIONS= STORYBOARD=false (no ladder, as the xargs commands)"
+            ],
         )
     ]  # fmt: skip

@@ -36,6 +36,10 @@ MODULES = [
     ("bench.b8_access", {8}),
     ("bench.b9_metrics", {9}),
     ("bench.b10_reindex", {10}),
+    ("bench.b11_ladder", {11}),
+    ("bench.b12_playable", {12}),
+    ("bench.b13_ladder_end_to_end", {13}),
+    ("bench.b14_segments", {14}),
 ]
 
 
