@@ -26,4 +26,5 @@ def test_every_benchmark_runs(tmp_path: Path):
     report = out.read_text()
     for row in range(1, 15):
         assert f"\n| {row} | " in report, f"row {row} missing:\n{report}"
+    assert "top rung copied vs encoded" in report
     assert "did not run" not in report
