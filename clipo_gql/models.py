@@ -149,7 +149,9 @@ INDEXES: dict[type[Document], list[pymongo.IndexModel]] = {
         _newest_first("owner_id", "status"),
         pymongo.IndexModel([("limit_key", pymongo.ASCENDING), ("status", pymongo.ASCENDING)]),
         # The expiry pass (tus/expiry.py): unfinished uploads by expiry.
-        pymongo.IndexModel([("status", pymongo.ASCENDING), ("upload_expires_at", pymongo.ASCENDING)]),
+        pymongo.IndexModel(
+            [("status", pymongo.ASCENDING), ("upload_expires_at", pymongo.ASCENDING)]
+        ),
     ],
     ApiKey: [pymongo.IndexModel([("owner_id", pymongo.ASCENDING)])],
 }

@@ -92,7 +92,9 @@ class Quotas:
             LIMIT_REFUSALS.labels("rate").inc()
             raise await self._rate_limited(key)
 
-    async def admit_new_video(self, key: str, size_bytes: int | None, *, incoming: bool = False) -> None:
+    async def admit_new_video(
+        self, key: str, size_bytes: int | None, *, incoming: bool = False
+    ) -> None:
         """Every check a new video passes, counting it against the rate. `incoming`: its
         `size_bytes` are still to arrive (a resumable upload), so the disk must hold them."""
         self.check_disk((size_bytes or 0) if incoming else 0)

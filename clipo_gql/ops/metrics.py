@@ -72,7 +72,9 @@ GRAPHQL_OPERATIONS = Counter(
     ["type", "code"],
 )
 # Resumable uploads (tus/)
-TUS_BYTES = Counter("clipo_tus_bytes_received", "Bytes received by tus PATCH (and creation) requests.")
+TUS_BYTES = Counter(
+    "clipo_tus_bytes_received", "Bytes received by tus PATCH (and creation) requests."
+)
 TUS_UPLOADS = Counter(
     "clipo_tus_uploads",
     "Resumable uploads, by event (created, completed, expired, terminated, refused).",

@@ -89,7 +89,9 @@ def parse_metadata(value: str | None) -> dict[str, str | None]:
         try:
             decoded = base64.b64decode(parts[1], validate=True)
         except (binascii.Error, ValueError):
-            raise BadUserInputError(f"`Upload-Metadata`: the value of {key!r} is not base64") from None
+            raise BadUserInputError(
+                f"`Upload-Metadata`: the value of {key!r} is not base64"
+            ) from None
         metadata[key] = decoded.decode("utf-8", errors="replace")
     return metadata
 

@@ -52,7 +52,9 @@ _announced: OrderedDict[ObjectId, float] = OrderedDict()
 
 
 def too_large(settings_max: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(f"The file is larger than the {human_size(settings_max)} upload limit")
+    return PayloadTooLargeError(
+        f"The file is larger than the {human_size(settings_max)} upload limit"
+    )
 
 
 async def create_upload(app: AppState, caller: Caller, filename: str, length: int) -> Video:
@@ -107,7 +109,8 @@ async def receive(
     """Append the request body at the video's stored offset (the caller holds the upload's
     lock and has checked the offset the client sent). Returns the video as stored after it:
     still UPLOADING with the new offset, or PENDING when this was the last byte."""
-    assert video.id is not None and video.upload_length is not None
+    assert video.id is not None
+    assert video.upload_length is not None
     video_id, length = video.id, video.upload_length
     start = video.upload_offset or 0
     path = app.storage.upload_partial(video_id)
@@ -235,7 +238,7 @@ def _create_empty(path: os.PathLike[str]) -> None:
 
 
 def _open_at(path: os.PathLike[str], offset: int) -> BufferedRandom:
-    file = open(path, "r+b")  # noqa: SIM115 - closed by the caller, in a thread
+    file = open(path, "r+b")
     try:
         # Bytes past the stored offset were written by a request that did not finish: cut.
         file.truncate(offset)
