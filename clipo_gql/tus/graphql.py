@@ -8,9 +8,10 @@ import strawberry
 from clipo_gql import actions
 from clipo_gql.auth.quotas import limit_key
 from clipo_gql.state import Context
-from clipo_gql.tus.routes import PATH
-from clipo_gql.tus.uploads import create_upload
-from clipo_gql.types import BigInt, Video
+from clipo_gql.tus.protocol import PATH
+from clipo_gql.tus import uploads
+from clipo_gql.types import BigInt
+from clipo_gql.types import Video as VideoType
 
 Info = strawberry.Info[Context, None]
 
@@ -18,12 +19,13 @@ Info = strawberry.Info[Context, None]
 @strawberry.type(description="A resumable upload: send its bytes to `uploadUrl` with tus PATCH.")
 class UploadSession:
     upload_url: str = strawberry.field(description="The tus upload URL (absolute).")
-    video: Video = strawberry.field(description="The video, UPLOADING until its last byte.")
+    video: VideoType = strawberry.field(description="The video, UPLOADING until its last byte.")
 
 
 @strawberry.type
 class TusMutation:
-    @strawberry.mutation(
+    # mypy loses the decorator's type through the import cycle schema -> tus -> actions.
+    @strawberry.mutation(  # type: ignore[untyped-decorator]
         description="Start a resumable (tus 1.0.0) upload of `sizeBytes` bytes; the video is "
         "UPLOADING until the last byte arrives, then PENDING and queued."
     )
@@ -32,7 +34,7 @@ class TusMutation:
         principal = context.principal
         key = limit_key(context.app.settings, principal, context.client_address)
         caller = actions.Caller(principal=principal, limit_key=key)
-        doc = await create_upload(context.app, caller, filename, int(size_bytes))
+        doc = await uploads.create_upload(context.app, caller, filename, int(size_bytes))
         return UploadSession(
             upload_url=f"{context.base_url}{PATH}/{doc.id}", video=context.video(doc)
         )

@@ -52,7 +52,7 @@ async def upload_lock(
         while True:
             await asyncio.sleep(lease_seconds / 3)
             with contextlib.suppress(RedisError, OSError):
-                await redis.eval(_RENEW, 1, key, token, lease_ms)  # type: ignore[misc]
+                await redis.eval(_RENEW, 1, key, token, str(lease_ms))  # type: ignore[misc]
 
     renewing = asyncio.create_task(renew())
     try:

@@ -15,6 +15,8 @@ from typing import Any
 from clipo_gql.errors import BadUserInputError, PreconditionFailedError
 
 VERSION = "1.0.0"
+# Where the server lives: `POST /uploads` creates, `/uploads/{uploadId}` is one upload.
+PATH = "/uploads"
 EXTENSIONS = ("creation", "creation-with-upload", "termination", "expiration", "checksum")
 # The algorithms of the checksum extension we verify, by their tus names.
 CHECKSUM_ALGORITHMS: dict[str, str] = {"sha1": "sha1", "md5": "md5", "sha256": "sha256"}

@@ -37,7 +37,7 @@ from clipo_gql.tus.lock import upload_lock
 from clipo_gql.tus.protocol import OFFSET_CONTENT_TYPE, Checksum
 from clipo_gql.tus.uploads import create_upload, receive, remove_upload, too_large
 
-PATH = "/uploads"
+PATH = protocol.PATH
 Endpoint = Callable[[Request], Awaitable[Response]]
 NOT_FOUND = "No upload with this id"
 
