@@ -118,9 +118,10 @@ async def receive(
         file = await asyncio.to_thread(_open_at, path, start)
     except FileNotFoundError:
         raise NotFoundError("No upload with this id") from None
-    threshold = min(HEAD_BYTES, length)
+    # The first bytes are sniffed once enough are there: by the request that gets them there.
+    threshold = min(HEAD_BYTES, length) if start < min(HEAD_BYTES, length) else 0
     head = bytearray()
-    if start < threshold:
+    if threshold:
         head += await asyncio.to_thread(_read_head, file, start)
     hasher = checksum.hasher() if checksum is not None else None
     received = start  # bytes of the upload received so far, written or pending
