@@ -73,12 +73,10 @@ async def patch(
     offset: int,
     data: bytes,
     who: dict[str, str] | None = None,
-    **headers: str,
+    headers: dict[str, str] | None = None,
 ) -> httpx.Response:
-    return await server.http.patch(
-        url, content=data, headers={**TUS, **OCTETS, "Upload-Offset": str(offset), **(who or {}),
-                                    **headers},
-    )  # fmt: skip
+    sent = {**TUS, **OCTETS, "Upload-Offset": str(offset), **(who or {}), **(headers or {})}
+    return await server.http.patch(url, content=data, headers=sent)
 
 
 async def head(server: Server, url: str, who: dict[str, str] | None = None) -> httpx.Response:
@@ -235,7 +233,9 @@ async def test_creation_with_upload(server: Server, clips: Clips):
 
 async def test_head_tells_offset_and_length_and_is_not_cached(server: Server):
     url = await created(server, 1000)
-    assert (await patch(server, url, 0, b"\x00\x00\x00\x20ftypisom" + b"x" * 488)).status_code == 204
+    assert (
+        await patch(server, url, 0, b"\x00\x00\x00\x20ftypisom" + b"x" * 488)
+    ).status_code == 204
     response = await head(server, url)
     assert response.status_code == 200
     assert response.headers["Upload-Offset"] == "500"
@@ -301,14 +301,14 @@ async def test_checksum_mismatch_discards_the_chunk(server: Server, clips: Clips
     data = clips.h264_aac.read_bytes()
     url = await created(server, len(data))
     chunk = data[:40_000]
-    bad = await patch(server, url, 0, chunk, **{"Upload-Checksum": sha1(b"other bytes")})
+    bad = await patch(server, url, 0, chunk, headers={"Upload-Checksum": sha1(b"other bytes")})
     assert bad.status_code == 460
     assert "checksum" in bad.json()["error"]
     assert (await head(server, url)).headers["Upload-Offset"] == "0"
     assert (folder(server, url) / "upload.tus").stat().st_size == 0
-    unknown = await patch(server, url, 0, chunk, **{"Upload-Checksum": "crc99 AAAA"})
+    unknown = await patch(server, url, 0, chunk, headers={"Upload-Checksum": "crc99 AAAA"})
     assert unknown.status_code == 400
-    good = await patch(server, url, 0, chunk, **{"Upload-Checksum": sha1(chunk)})
+    good = await patch(server, url, 0, chunk, headers={"Upload-Checksum": sha1(chunk)})
     assert good.status_code == 204
     assert good.headers["Upload-Offset"] == str(len(chunk))
 
@@ -419,7 +419,9 @@ async def _offset_becomes(server: Server, url: str, expected: int) -> None:
     raise AssertionError(f"offset never {expected}: {(await head(server, url)).headers}")
 
 
-async def _patch_when_unlocked(server: Server, url: str, offset: int, data: bytes) -> httpx.Response:
+async def _patch_when_unlocked(
+    server: Server, url: str, offset: int, data: bytes
+) -> httpx.Response:
     for _ in range(200):
         response = await patch(server, url, offset, data)
         if response.status_code != 423:
@@ -505,6 +507,7 @@ async def test_completion_is_conditional_on_uploading(server: Server, clips: Cli
     settings = server.settings
     redis = await create_redis(settings)
     app: Any = SimpleNamespace(
+        settings=settings,
         storage=Storage(settings.media_dir),
         videos=VideoService(EventPublisher(redis, settings.redis_prefix)),
         redis=redis,
@@ -550,7 +553,7 @@ async def test_create_upload_through_graphql(server: Server, clips: Clips):
 
 async def test_create_upload_refusals_through_graphql(small: Server):
     body = await small.gql(
-        "mutation { createUpload(filename: \"x.mp4\", sizeBytes: 99999999) { uploadUrl } }"
+        'mutation { createUpload(filename: "x.mp4", sizeBytes: 99999999) { uploadUrl } }'
     )
     assert body["errors"][0]["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
 

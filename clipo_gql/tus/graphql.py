@@ -8,8 +8,8 @@ import strawberry
 from clipo_gql import actions
 from clipo_gql.auth.quotas import limit_key
 from clipo_gql.state import Context
-from clipo_gql.tus.protocol import PATH
 from clipo_gql.tus import uploads
+from clipo_gql.tus.protocol import PATH
 from clipo_gql.types import BigInt
 from clipo_gql.types import Video as VideoType
 

@@ -33,6 +33,22 @@ def lock_key(prefix: str, video_id: ObjectId) -> str:
     return f"{prefix}:tus:lock:{video_id}"
 
 
+def completion_key(prefix: str, video_id: ObjectId) -> str:
+    return f"{prefix}:tus:completing:{video_id}"
+
+
+async def claim_completion(redis: Redis, prefix: str, video_id: ObjectId, seconds: float) -> bool:
+    """Whether this request is the one to complete the upload: `SET NX`, atomic on every
+    server. For `seconds` only, so that a request that died while completing can be
+    followed by another (an empty PATCH at the end completes the upload again)."""
+    try:
+        return bool(
+            await redis.set(completion_key(prefix, video_id), "1", nx=True, px=int(seconds * 1000))
+        )
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailableError(CANNOT_STORE) from exc
+
+
 @contextlib.asynccontextmanager
 async def upload_lock(
     redis: Redis, prefix: str, video_id: ObjectId, lease_seconds: float
