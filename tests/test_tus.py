@@ -292,6 +292,14 @@ async def test_chunks_to_done(server: Server, clips: Clips):
     # The upload is complete: an empty PATCH at its end changes nothing, more bytes are refused.
     assert (await patch(server, url, len(data), b"")).status_code == 204
     assert (await patch(server, url, len(data), b"x")).status_code in (409, 413)
+    metrics = (await server.http.get("/metrics")).text
+    for family in (
+        "clipo_tus_bytes_received_total",
+        'clipo_tus_uploads_total{event="created"}',
+        'clipo_tus_uploads_total{event="completed"}',
+        'clipo_tus_patch_duration_seconds_count{status="2xx"}',
+    ):
+        assert family in metrics, family
 
 
 # -- § Checksum ------------------------------------------------------------------------------
