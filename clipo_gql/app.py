@@ -35,6 +35,8 @@ from clipo_gql.settings import Settings
 from clipo_gql.state import AppState
 from clipo_gql.storage import Storage
 from clipo_gql.tasks import run_embedded_worker
+from clipo_gql.tus import protocol as tus_protocol
+from clipo_gql.tus import routes as tus_routes
 from clipo_gql.videos import VideoService, decode_event
 
 log = logging.getLogger(__name__)
@@ -106,14 +108,21 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.origins),
-                allow_methods=["GET", "POST", "HEAD", "OPTIONS"],
-                allow_headers=["authorization", "content-type", "range", *PREFLIGHT_HEADERS],
+                allow_methods=sorted({"GET", "POST", "HEAD", "OPTIONS", *tus_protocol.METHODS}),
+                allow_headers=[
+                    "authorization",
+                    "content-type",
+                    "range",
+                    *PREFLIGHT_HEADERS,
+                    *(h.lower() for h in tus_protocol.REQUEST_HEADERS),
+                ],
                 expose_headers=[
                     "content-range",
                     "content-length",
                     "accept-ranges",
                     "etag",
                     "x-request-id",
+                    *(h.lower() for h in tus_protocol.RESPONSE_HEADERS),
                 ],
             )
         )
@@ -123,6 +132,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         *graphiql.routes(settings),
         *routes,
         *hls_routes.routes,
+        *tus_routes.routes,
         *([metrics_route()] if settings.metrics_enabled else []),
     ]
     if settings.frontend_dir is not None:

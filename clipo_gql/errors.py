@@ -107,6 +107,34 @@ class InvalidStateError(ClipoError):
     http_status = 409
 
 
+class OffsetMismatchError(InvalidStateError):
+    """A tus PATCH whose Upload-Offset is not where the upload is."""
+
+
+class LockedError(InvalidStateError):
+    """Another request is writing this resumable upload right now."""
+
+    http_status = 423
+
+
+class GoneError(NotFoundError):
+    """A resumable upload that expired (its URL will soon be unknown altogether)."""
+
+    http_status = 410
+
+
+class PreconditionFailedError(BadUserInputError):
+    """A tus request without a Tus-Resumable version we speak."""
+
+    http_status = 412
+
+
+class ChecksumMismatchError(BadUserInputError):
+    """A tus chunk whose Upload-Checksum does not match its bytes: the chunk is discarded."""
+
+    http_status = 460
+
+
 class RateLimitedError(ClipoError):
     code = "RATE_LIMITED"
     http_status = 429

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from clipo_gql.errors import ClipoError, PayloadTooLargeError
@@ -12,6 +13,11 @@ from clipo_gql.units import human_size
 MiB = 1024 * 1024
 # Room for the multipart framing and the `operations`/`map` fields around the file itself.
 MULTIPART_OVERHEAD = MiB
+# tus/protocol.py and tus/routes.py name these too; repeated here so that this module, loaded
+# by the app before anything else, imports nothing of the upload code.
+TUS_PATH = "/uploads"
+TUS_CONTENT_TYPE = "application/offset+octet-stream"
+TUS_VERSION = "1.0.0"
 
 
 def error_response(error: ClipoError, *, status_code: int | None = None) -> GraphQLErrorResponse:
@@ -37,16 +43,33 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        multipart = headers.get("content-type", "").lower().startswith("multipart/")
-        limit = self.upload_bytes + MULTIPART_OVERHEAD if multipart else self.other_bytes
-        what = "upload" if multipart else "request body"
+        content_type = headers.get("content-type", "").lower()
+        multipart = content_type.startswith("multipart/")
+        # A tus chunk (tus/) may be as large as an upload; the upload's own Upload-Length
+        # caps the total across chunks, counted by tus.uploads as the bytes arrive.
+        tus = content_type.startswith(TUS_CONTENT_TYPE) and scope["path"].startswith(TUS_PATH)
+        if multipart:
+            limit = self.upload_bytes + MULTIPART_OVERHEAD
+        elif tus:
+            limit = self.upload_bytes
+        else:
+            limit = self.other_bytes
+        what = "upload" if multipart or tus else "request body"
         too_large = PayloadTooLargeError(
-            f"The {what} is larger than the {human_size(self.upload_bytes if multipart else limit)}"
-            " limit"
+            f"The {what} is larger than the "
+            f"{human_size(self.upload_bytes if multipart or tus else limit)} limit"
         )
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await error_response(too_large)(scope, receive, send)
+            if tus:  # tus clients read `{"error": ...}` and want Tus-Resumable on every answer
+                answer = JSONResponse(
+                    {"error": too_large.message},
+                    status_code=413,
+                    headers={"Tus-Resumable": TUS_VERSION},
+                )
+                await answer(scope, receive, send)
+            else:
+                await error_response(too_large)(scope, receive, send)
             return
 
         seen = 0

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, field_validator
 
 
 class VideoStatus(enum.StrEnum):
+    UPLOADING = "UPLOADING"  # a resumable upload (tus/) still receiving bytes
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"
     DONE = "DONE"
@@ -90,16 +91,24 @@ class Video(Document):
     published: list[Output] = Field(default_factory=list)
     renditions: list[Rendition] = Field(default_factory=list)
 
+    # A resumable upload (tus/): the length announced at creation, the bytes stored (fsynced)
+    # so far, and when it expires unless more bytes arrive. Kept once complete (HEAD tells).
+    upload_length: int | None = None
+    upload_offset: int | None = None
+    upload_expires_at: datetime | None = None
+
     class Settings:
         name = "videos"
 
     def has(self, output: Output) -> bool:
         return has_output(self.status, self.published, output)
 
-    @field_validator("created_at", "updated_at")
+    @field_validator("created_at", "updated_at", "upload_expires_at")
     @classmethod
-    def _utc(cls, value: datetime) -> datetime:
+    def _utc(cls, value: datetime | None) -> datetime | None:
         # Drivers hand back naive datetimes unless the client is tz-aware; they are UTC.
+        if value is None:
+            return None
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     @classmethod
@@ -139,6 +148,10 @@ INDEXES: dict[type[Document], list[pymongo.IndexModel]] = {
         _newest_first("owner_id"),
         _newest_first("owner_id", "status"),
         pymongo.IndexModel([("limit_key", pymongo.ASCENDING), ("status", pymongo.ASCENDING)]),
+        # The expiry pass (tus/expiry.py): unfinished uploads by expiry.
+        pymongo.IndexModel(
+            [("status", pymongo.ASCENDING), ("upload_expires_at", pymongo.ASCENDING)]
+        ),
     ],
     ApiKey: [pymongo.IndexModel([("owner_id", pymongo.ASCENDING)])],
 }

@@ -35,6 +35,7 @@ from clipo_gql.query_cache import QUERY_CACHE_SIZE, ParseOnce
 from clipo_gql.query_limits import alias_limit, depth_limit
 from clipo_gql.state import Context
 from clipo_gql.storage import parse_id
+from clipo_gql.tus.graphql import TusMutation
 from clipo_gql.types import SCALARS, PageInfo, Video, VideoConnection, VideoEdge
 from clipo_gql.uploads import ReceivedFile
 
@@ -93,7 +94,7 @@ class Query(AuthQuery, OpsQuery):
 
 
 @strawberry.type
-class Mutation(AuthMutation):
+class Mutation(AuthMutation, TusMutation):
     @strawberry.mutation(
         description="Upload a video (GraphQL multipart request); returned PENDING and queued."
     )

@@ -102,6 +102,10 @@ class Settings(BaseSettings):
     max_active_videos: int = Field(default=20, ge=1)
     quota_bytes: int | None = Field(default=None, gt=0)
     min_free_disk_bytes: int = Field(default=1 * GiB, ge=0)
+    # Resumable uploads (tus/): an unfinished upload that received no byte for this long is
+    # removed with its video; the lease of the lock that lets one PATCH at a time write it.
+    upload_expiry_seconds: int = Field(default=86400, ge=1)
+    upload_lock_lease_seconds: float = Field(default=30, ge=1)
     # Websockets held by one API process: per owner (per address before authenticating, or
     # with auth off) and in all.
     ws_max_connections_per_client: int = Field(default=100, ge=1)

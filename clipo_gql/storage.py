@@ -32,6 +32,8 @@ STORYBOARD_SPRITE = "storyboard.jpg"
 LATER_OUTPUTS = (STORYBOARD_VTT, STORYBOARD_SPRITE)
 # What the document holds that the files cannot tell (records.py): `clipo-gql reindex` reads it.
 RECORD = "record.json"
+# A resumable upload's bytes while they arrive (tus/): renamed to ORIGINAL after the last one.
+UPLOAD_PARTIAL = "upload.tus"
 
 
 def parse_id(value: str) -> ObjectId | None:
@@ -126,6 +128,18 @@ class Storage:
 
     def record(self, video_id: ObjectId) -> Path:
         return self.video_dir(video_id) / RECORD
+
+    def upload_partial(self, video_id: ObjectId) -> Path:
+        """A resumable upload's bytes so far, in the video's folder: any API process sharing
+        MEDIA_DIR may append to it, and deleting the video removes it with the rest."""
+        return self.video_dir(video_id) / UPLOAD_PARTIAL
+
+    def finish_upload(self, video_id: ObjectId) -> Path:
+        """The complete resumable upload becomes the original: a rename, atomic, so of two
+        requests racing here exactly one moves it (the other gets FileNotFoundError)."""
+        target = self.original(video_id)
+        os.replace(self.upload_partial(video_id), target)
+        return target
 
     def adopt(self, received: Path, video_id: ObjectId) -> Path:
         """Move a received upload into the video's folder: a rename, never a copy."""

@@ -29,6 +29,7 @@ from clipo_gql.processing import Pipeline
 from clipo_gql.settings import Settings
 from clipo_gql.storage import Storage, parse_id
 from clipo_gql.sweeper import sweep
+from clipo_gql.tus.expiry import expire_uploads
 from clipo_gql.videos import ACTIVE, VideoService
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ async def housekeeping(redis: ArqRedis, storage: Storage, settings: Settings) ->
     while True:
         try:
             await sweep(storage, settings.orphan_grace_seconds)
-        except (PyMongoError, OSError) as exc:
+            await expire_uploads(storage, EventPublisher(redis, settings.redis_prefix))
+        except (PyMongoError, RedisError, OSError) as exc:
             log.warning("could not look for abandoned files: %s", exc)
         await asyncio.sleep(settings.requeue_interval_seconds)
         await requeue_missing(redis)

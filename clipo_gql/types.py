@@ -45,7 +45,8 @@ class Video:
     source_url: str | None
     status: VideoStatus
     progress: float | None = strawberry.field(
-        description="0.0 to 1.0 while PROCESSING; 1.0 when DONE."
+        description="0.0 to 1.0 while UPLOADING (bytes received) and again while PROCESSING;"
+        " 1.0 when DONE."
     )
     error: str | None = strawberry.field(description="Why processing failed, when FAILED.")
     created_at: datetime = strawberry.field(description="The upload time.")

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HEAD_BYTES",
+    "WRITE_BYTES",
     "MultipartLimits",
     "ReceivedFile",
     "receive_multipart",
@@ -44,7 +45,7 @@ __all__ = [
 
 HEAD_BYTES = 400  # room for the second sync byte of MPEG-TS (188) and M2TS (4 + 192)
 # One thread hop per socket read (64-256 KiB) would cost more than the write itself.
-_WRITE_BYTES = 1 << 20
+WRITE_BYTES = 1 << 20
 # A client trickling tiny chunks would otherwise make us hold ~200 bytes of views per byte.
 _WRITE_PIECES = 256
 # RFC 2046 allows an epilogue after the closing boundary; nobody sends a large one, and
@@ -324,7 +325,7 @@ class _Receiver:
         for sink in tuple(self._unfinished):
             if (
                 sink.complete
-                or sink.pending_bytes >= _WRITE_BYTES
+                or sink.pending_bytes >= WRITE_BYTES
                 or len(sink.pending) >= _WRITE_PIECES
             ):
                 await self._write(sink)

@@ -50,6 +50,7 @@ class VideoService:
         extra_filter: dict[str, Any] | None = None,
         inc: dict[str, int] | None = None,
         lasting: bool = False,
+        announce: bool = True,
     ) -> Video | None:
         """Apply `fields` if the video is in one of `expect`; publish and return the new state."""
         query: dict[str, Any] = {"_id": video_id, "status": {"$in": [s.value for s in expect]}}
@@ -66,8 +67,38 @@ class VideoService:
         video = Video.from_mongo(raw)
         if lasting and self.keep_record is not None:
             await self.keep_record(video)
-        await self.events.publish(video)
+        if announce:
+            await self.events.publish(video)
         return video
+
+    async def upload_received(
+        self, video_id: ObjectId, offset: int, fields: dict[str, Any], *, announce: bool
+    ) -> Video | None:
+        """A resumable upload's stored (fsynced) offset, never moved back; with `progress`
+        and `upload_expires_at` in `fields`. `announce`: publish it (at most 4 times a
+        second, the caller's throttle). None when it is no longer UPLOADING (deleted,
+        expired or completed meanwhile) or is past `offset` already."""
+        return await self._update(
+            video_id,
+            {**fields, "upload_offset": offset},
+            expect=(VideoStatus.UPLOADING,),
+            extra_filter={"upload_offset": {"$lte": offset}},
+            announce=announce,
+        )
+
+    async def upload_complete(self, video_id: ObjectId, length: int) -> Video | None:
+        """UPLOADING -> PENDING once the last byte is stored: a conditional update, so of
+        requests racing on the last chunk (in any API process) exactly one gets the video."""
+        return await self._update(
+            video_id,
+            {
+                "status": VideoStatus.PENDING.value,
+                "progress": None,
+                "upload_offset": length,
+                "upload_expires_at": None,
+            },
+            expect=(VideoStatus.UPLOADING,),
+        )
 
     async def start_processing(self, video_id: ObjectId) -> Video | None:
         return await self._update(

@@ -40,7 +40,11 @@ from clipo_gql.ops.metrics import LIMIT_REFUSALS, WEBSOCKET_CONNECTIONS
 from clipo_gql.settings import Settings
 from clipo_gql.units import human_size
 
-UNFINISHED = [VideoStatus.PENDING.value, VideoStatus.PROCESSING.value]
+UNFINISHED = [
+    VideoStatus.UPLOADING.value,
+    VideoStatus.PENDING.value,
+    VideoStatus.PROCESSING.value,
+]
 WS_TRY_AGAIN_LATER = 1013
 
 
@@ -62,9 +66,10 @@ class Quotas:
         )
         self.limiter = MovingWindowRateLimiter(storage)
 
-    def check_disk(self) -> None:
+    def check_disk(self, incoming_bytes: int = 0) -> None:
+        """`incoming_bytes`: what the request announces it will store (a tus Upload-Length)."""
         free = shutil.disk_usage(self.settings.media_dir).free
-        if free < self.settings.min_free_disk_bytes:
+        if free - incoming_bytes < self.settings.min_free_disk_bytes:
             LIMIT_REFUSALS.labels("disk").inc()
             raise InsufficientStorageError(
                 "The server is low on disk space and accepts no new videos right now; "
@@ -87,9 +92,12 @@ class Quotas:
             LIMIT_REFUSALS.labels("rate").inc()
             raise await self._rate_limited(key)
 
-    async def admit_new_video(self, key: str, size_bytes: int | None) -> None:
-        """Every check a new video passes, counting it against the rate."""
-        self.check_disk()
+    async def admit_new_video(
+        self, key: str, size_bytes: int | None, *, incoming: bool = False
+    ) -> None:
+        """Every check a new video passes, counting it against the rate. `incoming`: its
+        `size_bytes` are still to arrive (a resumable upload), so the disk must hold them."""
+        self.check_disk((size_bytes or 0) if incoming else 0)
         unfinished = await Video.get_motor_collection().count_documents(
             {"limit_key": key, "status": {"$in": UNFINISHED}},
             limit=self.settings.max_active_videos,

@@ -71,6 +71,21 @@ GRAPHQL_OPERATIONS = Counter(
     "GraphQL operations, by type and result (OK, or the first error's extensions.code).",
     ["type", "code"],
 )
+# Resumable uploads (tus/)
+TUS_BYTES = Counter(
+    "clipo_tus_bytes_received", "Bytes received by tus PATCH (and creation) requests."
+)
+TUS_UPLOADS = Counter(
+    "clipo_tus_uploads",
+    "Resumable uploads, by event (created, completed, expired, terminated, refused).",
+    ["event"],
+)
+TUS_PATCH_DURATION = Histogram(
+    "clipo_tus_patch_duration_seconds",
+    "Time to answer a tus PATCH, by status class (2xx, 4xx, 5xx).",
+    ["status"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
 LIMIT_REFUSALS = Counter(
     "clipo_limit_refusals",
     "Requests refused by a per-owner or per-machine limit, by limit.",
