@@ -9,7 +9,7 @@ import email.utils
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from clipo_gql.errors import BadUserInputError, PreconditionFailedError
@@ -129,4 +129,4 @@ def parse_checksum(value: str | None) -> Checksum | None:
 
 def http_date(moment: datetime) -> str:
     """RFC 7231 IMF-fixdate, as `Upload-Expires` carries it."""
-    return email.utils.format_datetime(moment, usegmt=True)
+    return email.utils.format_datetime(moment.astimezone(UTC), usegmt=True)
