@@ -34,6 +34,17 @@ function tusError(error) {
   return new ApiError(message ?? `The upload server answered HTTP ${status}`, code ?? "INTERNAL");
 }
 
+// Answers after which the upload no longer exists on the server.
+const GONE = new Set([404, 410, 413, 415]);
+
+/** Drop `upload`'s entries from the fingerprint store. */
+async function forget(upload) {
+  const storage = tus.defaultOptions.urlStorage;
+  for (const entry of await upload.findPreviousUploads().catch(() => [])) {
+    await storage.removeUpload(entry.urlStorageKey).catch(() => {});
+  }
+}
+
 /** The video id in an upload URL (`/uploads/{id}`: the upload is its video's). */
 function videoIdOf(uploadUrl) {
   return new URL(uploadUrl, location.href).pathname.split("/").filter(Boolean).pop();
@@ -211,7 +222,11 @@ export function createApi(baseUrl, { token = () => null } = {}) {
       },
       onProgress: (sent, total) => onProgress(sent, total),
       onSuccess: () => settle.resolve(announced),
-      onError: (error) => settle.reject(tusError(error)),
+      onError: async (error) => {
+        // The server removed this upload (refused, expired, gone): resuming it cannot work.
+        if (GONE.has(error?.originalResponse?.getStatus())) await forget(upload);
+        settle.reject(tusError(error));
+      },
     });
     const resumed = upload.findPreviousUploads().then((previous) => {
       if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
