@@ -27,8 +27,8 @@ from pathlib import Path
 import httpx
 
 from bench.b3_upload import (
-    MiB,
     RSS_BUDGET_MIB,
+    MiB,
     cpu_seconds,
     delete_ours,
     make_upload,
@@ -45,12 +45,16 @@ class Cut(Exception):
     """Raised inside a request body to drop the connection mid-PATCH."""
 
 
+def size_of(path: Path) -> int:
+    return path.stat().st_size
+
+
 async def create(http: httpx.AsyncClient, service: Service, path: Path) -> tuple[str, str]:
     """A new tus upload of `path`: its URL and its video id."""
     name = base64.b64encode(path.name.encode()).decode()
     response = await http.post(
         f"{service.url}/uploads",
-        headers={**TUS, "Upload-Length": str(path.stat().st_size),
+        headers={**TUS, "Upload-Length": str(size_of(path)),
                  "Upload-Metadata": f"filename {name},filetype dmlkZW8vbXA0"},
     )  # fmt: skip
     if response.status_code != 201:
@@ -74,16 +78,15 @@ def read_at(path: Path, offset: int, size: int) -> bytes:
         return os.pread(fh.fileno(), size, offset)
 
 
-async def send_from(
-    http: httpx.AsyncClient, url: str, path: Path, offset: int, chunk: int
-) -> None:
+async def send_from(http: httpx.AsyncClient, url: str, path: Path, offset: int, chunk: int) -> None:
     """PATCH the file from `offset` to its end, `chunk` bytes a request."""
-    size = path.stat().st_size
+    size = size_of(path)
     while offset < size:
         data = await asyncio.to_thread(read_at, path, offset, min(chunk, size - offset))
         response = await patch(http, url, offset, data, len(data))
         if response.status_code != 204:
-            raise RuntimeError(f"PATCH at {offset} answered {response.status_code}: {response.text}")
+            status = response.status_code
+            raise RuntimeError(f"PATCH at {offset} answered {status}: {response.text}")
         offset = int(response.headers["upload-offset"])
 
 
@@ -120,7 +123,7 @@ async def cut_and_resume(
 ) -> tuple[int, float, str]:
     """One upload cut at 50 %: bytes sent again, seconds from the cut to the resumed PATCH's
     start (HEAD included, and waits while the cut request still holds the upload), video id."""
-    size = path.stat().st_size
+    size = size_of(path)
     half = size // 2
     url, video_id = await create(http, service, path)
     offset = 0
@@ -216,7 +219,8 @@ async def run(ctx: Context) -> list[Result]:
     return [
         Result(
             number=15,
-            name=f"upload {size_text(size)}, tus in {size_text(chunk)} PATCHes vs GraphQL multipart",
+            name=f"upload {size_text(size)}, tus in {size_text(chunk)} PATCHes vs GraphQL "
+            "multipart",
             unit="MB/s",
             ours=ours,
             baseline=baseline,

@@ -9,12 +9,13 @@ little by the test's request route, so that a pause lands mid-upload on any mach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, Request, Route, expect
+from playwright.async_api import Browser, Error, Page, Request, Route, expect
 
 from tests.browser.test_frontend import (
     RECORD_STATUSES,
@@ -50,6 +51,10 @@ def big_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )  # fmt: skip
 
 
+def size_of(path: Path) -> int:
+    return path.stat().st_size
+
+
 class Traffic:
     """Every tus request the page sends (method, path, Upload-Offset), and a short hold on
     each PATCH so the upload lasts long enough to be paused."""
@@ -65,10 +70,8 @@ class Traffic:
     async def hold(self, route: Route) -> None:
         if route.request.method == "PATCH":
             await asyncio.sleep(PATCH_DELAY_SECONDS)
-        try:
+        with contextlib.suppress(Error):  # the page aborted it meanwhile (a pause)
             await route.continue_()
-        except Exception:  # noqa: BLE001 - the page aborted it meanwhile (a pause)
-            pass
 
     def methods(self, since: int = 0) -> list[str]:
         return [method for method, _, _ in self.requests[since:]]
@@ -120,7 +123,7 @@ async def test_upload_pause_and_resume(
     tus_page: tuple[Page, Traffic], tus_dev: DevServer, big_clip: Path
 ):
     page, traffic = tus_page
-    size = big_clip.stat().st_size
+    size = size_of(big_clip)
     video_id = await upload_then_pause(page, big_clip, at=0.2)
     paused_at = len(traffic.requests)
 
@@ -163,7 +166,7 @@ async def test_resume_after_a_page_reload(
     tus_page: tuple[Page, Traffic], tus_dev: DevServer, big_clip: Path
 ):
     page, traffic = tus_page
-    size = big_clip.stat().st_size
+    size = size_of(big_clip)
     video_id = await upload_then_pause(page, big_clip, at=0.3)
     offset = await settled_offset(tus_dev, video_id)
     assert 0 < offset < size
@@ -213,9 +216,7 @@ async def test_refusals_are_readable_and_leave_nothing(
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tus::'))") == []
 
 
-async def test_simple_multipart_upload_still_works(
-    tus_page: tuple[Page, Traffic], clips: Clips
-):
+async def test_simple_multipart_upload_still_works(tus_page: tuple[Page, Traffic], clips: Clips):
     page, traffic = tus_page
     await page.check("#simple-upload")
     before = await page.locator("#videos li").count()
@@ -223,5 +224,6 @@ async def test_simple_multipart_upload_still_works(
     await expect(page.locator('#uploads li[data-kind="multipart"]')).to_have_count(0)
     await expect(page.locator("#videos li")).to_have_count(before + 1)
     video_id = await page.locator("#videos li").first.get_attribute("data-id")
+    assert video_id
     await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
     assert traffic.requests == [], "the simple upload went through tus"
