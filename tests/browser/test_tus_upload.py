@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -61,6 +62,8 @@ class Traffic:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, str | None]] = []
+        self.patches = 0
+        self.cut: set[int] = set()  # which PATCHes (1-based) to fail as a network error
 
     def record(self, request: Request) -> None:
         path = httpx.URL(request.url).path
@@ -69,6 +72,10 @@ class Traffic:
 
     async def hold(self, route: Route) -> None:
         if route.request.method == "PATCH":
+            self.patches += 1
+            if self.patches in self.cut:
+                await route.abort("connectionreset")
+                return
             await asyncio.sleep(PATCH_DELAY_SECONDS)
         with contextlib.suppress(Error):  # the page aborted it meanwhile (a pause)
             await route.continue_()
@@ -160,6 +167,25 @@ async def test_upload_pause_and_resume(
     assert received >= size
     # Finished uploads leave nothing in the fingerprint store.
     assert await page.evaluate("Object.keys(localStorage).filter(k => k.startsWith('tus::'))") == []
+
+
+async def test_network_errors_are_retried(
+    tus_page: tuple[Page, Traffic], tus_dev: DevServer, big_clip: Path
+):
+    page, traffic = tus_page
+    traffic.cut = {3, 4}
+    await page.set_input_files("#file-input", str(big_clip))
+    upload = page.locator('#uploads li[data-kind="tus"]')
+    await expect(upload).to_have_attribute("data-video-id", re.compile(r"\w+"))
+    video_id = await upload.get_attribute("data-video-id")
+    assert video_id
+    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
+    # Each cut PATCH was followed by a HEAD (where is the server?) and a PATCH from there.
+    methods = [method for method in traffic.methods() if method != "POST"]
+    assert methods[:7] == ["PATCH", "PATCH", "PATCH", "HEAD", "PATCH", "HEAD", "PATCH"], methods
+    assert await page.locator("#messages li.error").count() == 0
+    done = await head(tus_dev, video_id)
+    assert done.headers["upload-offset"] == str(size_of(big_clip))
 
 
 async def test_resume_after_a_page_reload(
