@@ -120,7 +120,7 @@ def _upload_url(request: Request, app: AppState, video_id: object) -> str:
 
 def _check_declared(request: Request, video: Video, offset: int) -> None:
     assert video.upload_length is not None
-    declared = protocol.non_negative(request.headers, "content-length")
+    declared = protocol.non_negative(request.headers, "Content-Length")
     if declared is not None and offset + declared > video.upload_length:
         raise PayloadTooLargeError(
             f"The chunk would take the upload past its length ({video.upload_length} bytes)"
@@ -150,7 +150,7 @@ async def create(request: Request) -> Response:
         )
     if "upload-concat" in headers:
         raise BadUserInputError("The concatenation extension is not supported")
-    length = protocol.non_negative(headers, "upload-length")
+    length = protocol.non_negative(headers, "Upload-Length")
     if length is None:
         raise BadUserInputError("Send the file's size in bytes as `Upload-Length`")
     if length > app.settings.max_upload_bytes:
@@ -164,7 +164,7 @@ async def create(request: Request) -> Response:
                 f"A creation request's body must be sent as `Content-Type: {OFFSET_CONTENT_TYPE}`"
             )
         checksum = protocol.parse_checksum(headers.get("upload-checksum"))
-        declared = protocol.non_negative(headers, "content-length")
+        declared = protocol.non_negative(headers, "Content-Length")
         if declared is not None and declared > length:
             raise PayloadTooLargeError("The body is longer than `Upload-Length`")
     principal = await _principal(app, request)
@@ -230,7 +230,7 @@ async def _patch(request: Request) -> Response:
         raise UnsupportedMediaError(
             f"A PATCH must be sent as `Content-Type: {OFFSET_CONTENT_TYPE}`"
         )
-    offset = protocol.non_negative(headers, "upload-offset")
+    offset = protocol.non_negative(headers, "Upload-Offset")
     if offset is None:
         raise BadUserInputError("Send the offset the chunk starts at as `Upload-Offset`")
     checksum = protocol.parse_checksum(headers.get("upload-checksum"))
