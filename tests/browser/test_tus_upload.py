@@ -20,6 +20,7 @@ from playwright.async_api import Browser, Error, Page, Request, Route, expect
 
 from tests.browser.test_frontend import (
     RECORD_STATUSES,
+    TIMEOUT_MS,
     browser,
     open_page,
     row,
@@ -141,7 +142,7 @@ async def test_upload_pause_and_resume(
     assert (await head(tus_dev, video_id)).headers["upload-offset"] == str(offset), "not paused"
 
     await page.locator("#uploads button.pause").click()
-    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
+    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE", timeout=TIMEOUT_MS)
     await expect(page.locator("#uploads li")).to_have_count(0)
 
     seen = await statuses(page, video_id)
@@ -179,7 +180,7 @@ async def test_network_errors_are_retried(
     await expect(upload).to_have_attribute("data-video-id", re.compile(r"\w+"))
     video_id = await upload.get_attribute("data-video-id")
     assert video_id
-    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
+    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE", timeout=TIMEOUT_MS)
     # Each cut PATCH was followed by a HEAD (where is the server?) and a PATCH from there.
     methods = [method for method in traffic.methods() if method != "POST"]
     assert methods[:7] == ["PATCH", "PATCH", "PATCH", "HEAD", "PATCH", "HEAD", "PATCH"], methods
@@ -208,7 +209,7 @@ async def test_resume_after_a_page_reload(
     await page.set_input_files("#file-input", str(big_clip))
     await expect(page.locator('#uploads li[data-resumed="true"]')).to_have_count(1)
     await expect(unfinished).to_have_count(0)
-    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
+    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE", timeout=TIMEOUT_MS)
 
     after = traffic.requests[reloaded:]
     assert "POST" not in [method for method, _, _ in after], f"a new upload was made: {after}"
@@ -251,5 +252,5 @@ async def test_simple_multipart_upload_still_works(tus_page: tuple[Page, Traffic
     await expect(page.locator("#videos li")).to_have_count(before + 1)
     video_id = await page.locator("#videos li").first.get_attribute("data-id")
     assert video_id
-    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE")
+    await expect(row(page, video_id).locator(".badge")).to_have_text("DONE", timeout=TIMEOUT_MS)
     assert traffic.requests == [], "the simple upload went through tus"
