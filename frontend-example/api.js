@@ -1,7 +1,72 @@
 // Everything this page says to clipo-gql, in one place: plain fetch for queries and
-// mutations, XMLHttpRequest for uploads (fetch cannot report upload progress), and the
+// mutations, tus-js-client for resumable uploads (the tus server at /uploads), XMLHttpRequest
+// for the simple GraphQL multipart upload (fetch cannot report upload progress), and the
 // graphql-ws client for the live `videoStatus` subscription.
 import { createClient } from "graphql-ws";
+
+// tus-js-client's browser bundle (dist/tus.min.js, a classic script in index.html: its ES
+// module build imports bare package names a browser cannot resolve without a bundler).
+// Missing, the page falls back to the multipart upload.
+const tus = globalThis.tus?.isSupported ? globalThis.tus : null;
+
+/** The tus chunk size: 8 MiB, or `?tusChunk=<bytes>` (tests use small chunks to pause). */
+export const TUS_CHUNK_BYTES =
+  Number(new URLSearchParams(location.search).get("tusChunk")) || 8 * 1024 * 1024;
+// Automatic retries after a network error or a 5xx (and 409/423: another PATCH holds the
+// upload): the delays in ms between attempts; a 4xx answer is final and shown.
+const TUS_RETRY_DELAYS = [0, 1000, 3000, 5000, 10_000, 20_000];
+const TUS_CODES = { 404: "NOT_FOUND", 410: "NOT_FOUND", 413: "PAYLOAD_TOO_LARGE", 415: "UNSUPPORTED_MEDIA" };
+
+/** tus-js-client's error as a person reads it: the server's `{"error": ...}` when it sent one. */
+function tusError(error) {
+  const response = error?.originalResponse;
+  if (!response) {
+    return new ApiError("The upload was cut off: the connection to the server broke", "NETWORK");
+  }
+  const status = response.getStatus();
+  let message = null;
+  try {
+    message = JSON.parse(response.getBody() || "null")?.error ?? null;
+  } catch {
+    // not JSON (a proxy's page): reported from the status
+  }
+  const code = status === 401 ? "UNAUTHENTICATED" : status === 403 ? "FORBIDDEN" : TUS_CODES[status];
+  return new ApiError(message ?? `The upload server answered HTTP ${status}`, code ?? "INTERNAL");
+}
+
+// Answers after which the upload no longer exists on the server.
+const GONE = new Set([404, 410, 413, 415]);
+
+/** Drop `upload`'s entries from the fingerprint store. */
+async function forget(upload) {
+  const storage = tus.defaultOptions.urlStorage;
+  for (const entry of await upload.findPreviousUploads().catch(() => [])) {
+    await storage.removeUpload(entry.urlStorageKey).catch(() => {});
+  }
+}
+
+/** The video id in an upload URL (`/uploads/{id}`: the upload is its video's). */
+function videoIdOf(uploadUrl) {
+  return new URL(uploadUrl, location.href).pathname.split("/").filter(Boolean).pop();
+}
+
+/**
+ * Uploads this browser started and did not finish (tus-js-client's fingerprint store in
+ * localStorage): `[{ filename, size, uploadUrl, videoId }]`. Picking the same file again
+ * resumes it.
+ */
+export async function unfinishedUploads() {
+  if (!tus?.canStoreURLs) return [];
+  const entries = await tus.defaultOptions.urlStorage.findAllUploads();
+  return entries
+    .filter((entry) => entry.uploadUrl)
+    .map((entry) => ({
+      filename: entry.metadata?.filename ?? "",
+      size: entry.size,
+      uploadUrl: entry.uploadUrl,
+      videoId: videoIdOf(entry.uploadUrl),
+    }));
+}
 
 export const VIDEO_FIELDS = `
   id filename source sourceUrl status progress error createdAt
@@ -120,6 +185,68 @@ export function createApi(baseUrl, { token = () => null } = {}) {
     return { done, abort: () => xhr.abort() };
   }
 
+  /**
+   * Upload one file through tus, resuming this browser's earlier upload of the same file
+   * (same name, type, size and modification time) when there is one. Returns
+   * `{ done, pause, resume, cancel, resumed }`: `done` resolves once every byte is stored
+   * (the video is PENDING then); `onVideoId(id)` is called as soon as the video exists (the
+   * creation's `Clipo-Video-Id`, or the resumed upload's URL); `onProgress(sent, total)`.
+   * `resumed` resolves to whether an earlier upload is continued.
+   */
+  function tusUpload(file, { onProgress, onVideoId, chunkSize = TUS_CHUNK_BYTES }) {
+    let announced = null;
+    const announce = (id) => {
+      if (id && id !== announced) {
+        announced = id;
+        onVideoId(id);
+      }
+    };
+    let settle;
+    const done = new Promise((resolve, reject) => (settle = { resolve, reject }));
+    const upload = new tus.Upload(file, {
+      endpoint: new URL("/uploads", baseUrl).href,
+      chunkSize,
+      retryDelays: TUS_RETRY_DELAYS,
+      metadata: { filename: file.name, filetype: file.type || "application/octet-stream" },
+      // The fingerprint store keeps the upload's URL until it is complete (for a reload).
+      storeFingerprintForResuming: true,
+      removeFingerprintOnSuccess: true,
+      // Read at every request: a new token is used from the next chunk on.
+      onBeforeRequest: (req) => {
+        for (const [name, value] of Object.entries(authorization())) req.setHeader(name, value);
+      },
+      onAfterResponse: (req, res) => {
+        const created = res.getHeader("Clipo-Video-Id");
+        if (created) announce(created);
+        else if (req.getMethod() === "HEAD" && res.getStatus() === 200) announce(videoIdOf(req.getURL()));
+      },
+      onProgress: (sent, total) => onProgress(sent, total),
+      onSuccess: () => settle.resolve(announced),
+      onError: async (error) => {
+        // The server removed this upload (refused, expired, gone): resuming it cannot work.
+        if (GONE.has(error?.originalResponse?.getStatus())) await forget(upload);
+        settle.reject(tusError(error));
+      },
+    });
+    const resumed = upload.findPreviousUploads().then((previous) => {
+      if (previous.length) upload.resumeFromPreviousUpload(previous[0]);
+      upload.start();
+      return previous.length > 0;
+    });
+    return {
+      done,
+      resumed,
+      /** Stop sending; the server keeps what it has (HEAD tells `resume` where to go on). */
+      pause: () => upload.abort(false),
+      resume: () => upload.start(),
+      /** End the upload: the server removes its bytes and its video (tus termination). */
+      cancel: async () => {
+        await upload.abort(true).catch(() => {});
+        settle.reject(new ApiError("Upload cancelled", "CANCELLED"));
+      },
+    };
+  }
+
   return {
     /** Who the server takes us for: `{ ownerId, admin }`; UNAUTHENTICATED when signed out. */
     async me() {
@@ -189,6 +316,9 @@ export function createApi(baseUrl, { token = () => null } = {}) {
     },
 
     upload,
+    /** Whether resumable uploads are available (tus-js-client loaded and the browser able). */
+    tusAvailable: tus !== null,
+    tusUpload,
 
     /**
      * Follow one video live: `onVideo` gets its current state at once, then every change.

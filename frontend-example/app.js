@@ -1,7 +1,7 @@
 // The page: an upload area, the list of videos (live), a detail view (at #<video id>), and
 // the Operations view (at #operations). All API calls are in api.js; this file only turns
 // their results into DOM.
-import { createApi } from "./api.js";
+import { createApi, unfinishedUploads } from "./api.js";
 import { createPlayer, rungLabel } from "./player.js";
 
 // Reached only once every import loaded (index.html explains the page otherwise).
@@ -43,6 +43,8 @@ window.__clipoPlayer = player;
 
 const PAGE_SIZE = 12;
 const FINISHED = new Set(["DONE", "FAILED"]);
+// The statuses with a progress bar: bytes received (UPLOADING), then the job's progress.
+const PROGRESSING = new Set(["UPLOADING", "PROCESSING"]);
 
 const $ = (id) => document.getElementById(id);
 const videos = new Map(); // id -> the latest Video the API sent
@@ -107,7 +109,7 @@ function renderRow(video) {
     ? h("img", { class: "thumb", src: video.thumbnailUrl, alt: "", loading: "lazy" })
     : h("div", { class: "thumb placeholder" });
   const progress = h("progress", { max: "1", value: String(video.progress ?? 0) });
-  progress.hidden = video.status !== "PROCESSING";
+  progress.hidden = !PROGRESSING.has(video.status);
   row.replaceChildren(
     thumb,
     h(
@@ -176,29 +178,114 @@ async function loadMore() {
 
 // --- adding videos --------------------------------------------------------------------
 
+/** The simple upload: one GraphQL multipart request (no pause, no resume). */
+function uploadMultipart(file, row, bar, sent) {
+  const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
+  row.querySelector(".actions").append(cancel);
+  const { done, abort } = api.upload(file, (loaded, total) => {
+    bar.value = total ? loaded / total : 0;
+    sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
+  });
+  cancel.onclick = abort;
+  done
+    .then((video) => {
+      totalCount += 1;
+      show(video, { prepend: true });
+    })
+    .catch((error) => {
+      if (error.code !== "CANCELLED") showMessage(`${file.name}: ${explain(error)}`);
+    })
+    .finally(() => row.remove());
+}
+
+/** Show the upload's video as soon as it exists: it then goes UPLOADING → … → DONE live. */
+async function showUploading(id) {
+  if (videos.has(id)) return follow(id);
+  try {
+    const video = await api.video(id);
+    if (!video || videos.has(id)) return;
+    totalCount += 1;
+    show(video, { prepend: true });
+  } catch {
+    // the subscription below reports what is wrong
+  }
+}
+
+/** A resumable upload (tus): Pause/Resume, automatic retries, resume after a reload. */
+function uploadResumable(file, row, bar, sent) {
+  const pause = h("button", { type: "button", class: "secondary pause" }, "Pause");
+  const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
+  row.querySelector(".actions").append(pause, cancel);
+  let videoId = null;
+  const upload = api.tusUpload(file, {
+    onVideoId: (id) => {
+      videoId = id;
+      row.dataset.videoId = id;
+      document.querySelector(`#resumable [data-video-id="${id}"]`)?.remove();
+      showUploading(id);
+    },
+    onProgress: (loaded, total) => {
+      bar.value = total ? loaded / total : 0;
+      sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
+    },
+  });
+  upload.resumed.then((resumed) => {
+    if (resumed) row.dataset.resumed = "true";
+  });
+  pause.onclick = () => {
+    const paused = row.dataset.paused === "true";
+    row.dataset.paused = String(!paused);
+    pause.textContent = paused ? "Pause" : "Resume";
+    if (paused) upload.resume();
+    else upload.pause();
+  };
+  cancel.onclick = () => upload.cancel();
+  upload.done
+    .catch(async (error) => {
+      if (error.code !== "CANCELLED") showMessage(`${file.name}: ${explain(error)}`);
+      // A refused or cancelled upload's video is removed by the server: so is its row.
+      if (videoId && videos.has(videoId)) {
+        const video = await api.video(videoId).catch(() => undefined);
+        if (video === null) forget(videoId);
+      }
+    })
+    .finally(() => row.remove());
+}
+
 function uploadFiles(files) {
+  const simple = $("simple-upload").checked || !api.tusAvailable;
   for (const file of files) {
     const bar = h("progress", { max: "1", value: "0" });
     const sent = h("span", { class: "meta" }, `0 of ${formatBytes(file.size)}`);
-    const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
-    const row = h("li", {}, h("span", { class: "name" }, file.name), bar, sent, cancel);
+    const row = h(
+      "li",
+      { "data-kind": simple ? "multipart" : "tus" },
+      h("span", { class: "name" }, file.name),
+      h("span", { class: "actions" }),
+      bar,
+      sent,
+    );
     $("uploads").append(row);
-
-    const { done, abort } = api.upload(file, (loaded, total) => {
-      bar.value = total ? loaded / total : 0;
-      sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
-    });
-    cancel.onclick = abort;
-    done
-      .then((video) => {
-        totalCount += 1;
-        show(video, { prepend: true });
-      })
-      .catch((error) => {
-        if (error.code !== "CANCELLED") showMessage(`${file.name}: ${explain(error)}`);
-      })
-      .finally(() => row.remove());
+    if (simple) uploadMultipart(file, row, bar, sent);
+    else uploadResumable(file, row, bar, sent);
   }
+}
+
+/** Uploads this browser left unfinished (a reload, a closed tab): picking the file resumes. */
+async function listUnfinished() {
+  const list = $("resumable");
+  const entries = await unfinishedUploads().catch(() => []);
+  list.replaceChildren(
+    ...entries.map((entry) =>
+      h(
+        "li",
+        { "data-video-id": entry.videoId },
+        h("span", { class: "name" }, entry.filename || entry.videoId),
+        h("span", { class: "meta" }, `unfinished (${formatBytes(entry.size)}): pick the file again to resume`),
+      ),
+    ),
+  );
+  list.hidden = entries.length === 0;
 }
 
 function setUpDropzone() {
@@ -251,7 +338,7 @@ function renderDetail(video) {
   const badge = $("detail-status");
   badge.textContent = video.status;
   badge.className = `badge ${video.status.toLowerCase()}`;
-  $("detail-progress").hidden = video.status !== "PROCESSING";
+  $("detail-progress").hidden = !PROGRESSING.has(video.status);
   $("detail-progress").value = video.progress ?? 0;
   $("detail-error").hidden = !video.error;
   $("detail-error").textContent = video.error ?? "";
@@ -525,6 +612,7 @@ await setUpSignIn();
 setUpDropzone();
 setUpUrlForm();
 setUpDetail();
+listUnfinished();
 $("load-more").onclick = loadMore;
 // A tab hidden for a while shows a fresh state when it comes back, not one 2 s later.
 document.addEventListener("visibilitychange", () => {

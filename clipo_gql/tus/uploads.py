@@ -158,7 +158,7 @@ async def receive(
                         )
                     if hasher is not None:
                         hasher.update(data)
-                    if len(head) < threshold:
+                    if start < threshold and len(head) < threshold:  # not sniffed yet
                         head += data[: threshold - len(head)]
                         if len(head) >= threshold:
                             _sniff(head)
