@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import os
 from collections import OrderedDict
@@ -46,6 +47,14 @@ log = logging.getLogger(__name__)
 
 # Progress is stored and published at most this often per upload (api-next.md § D).
 ANNOUNCE_EVERY_SECONDS = 0.25
+# Linux's sync_file_range(2), which os does not wrap; elsewhere the fsync does it all.
+_SYNC_FILE_RANGE_WRITE = 2
+try:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _sync_file_range: Any = _libc.sync_file_range
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+except (OSError, AttributeError):
+    _sync_file_range = None
 _ANNOUNCED_KEPT = 10_000
 # When each upload's progress was last published by this process (bounded: oldest dropped).
 _announced: OrderedDict[ObjectId, float] = OrderedDict()
@@ -134,7 +143,7 @@ async def receive(
     async def write() -> None:
         nonlocal pending, pending_bytes
         batch, pending, pending_bytes = pending, [], 0
-        await asyncio.to_thread(file.writelines, batch)
+        await asyncio.to_thread(_write_back, file, batch)
         TUS_BYTES.inc(sum(map(len, batch)))
 
     async def store(offset: int) -> Video:
@@ -252,6 +261,17 @@ def _open_at(path: os.PathLike[str], offset: int) -> BufferedRandom:
 
 def _read_head(file: BufferedRandom, upto: int) -> bytes:
     return os.pread(file.fileno(), upto, 0)
+
+
+def _write_back(file: BufferedRandom, batch: list[bytes]) -> None:
+    """Write `batch` and start its write-back to disk without waiting for it, so the fsync
+    that every stored offset needs finds little left to do: waiting for a whole PATCH's
+    bytes there halved tus's throughput against multipart (bench row 15)."""
+    start = file.tell()
+    file.writelines(batch)
+    file.flush()
+    if _sync_file_range is not None:
+        _sync_file_range(file.fileno(), start, file.tell() - start, _SYNC_FILE_RANGE_WRITE)
 
 
 def _sync(file: BufferedRandom) -> None:
