@@ -9,15 +9,20 @@ process or the database restarted under its clients, a delete racing another pro
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from bson import ObjectId
+from redis.asyncio import Redis
 
+from clipo_gql.settings import Settings
+from clipo_gql.tus.lock import lock_key
 from tests.clips import Clips
 from tests.hardening.test_crash_recovery import children
 from tests.test_media import assert_gone
@@ -41,6 +46,8 @@ from tests.topology.topology import (
 
 pytestmark = pytest.mark.timeout(300)
 
+TUS = {"Tus-Resumable": "1.0.0"}
+OCTETS = {"Content-Type": "application/offset+octet-stream"}
 MEDIA_ROUTES = ("/stream/{}", "/download/{}", "/metadata/{}", "/download/{}/metadata",
                 "/thumbnails/{}.jpg")  # fmt: skip
 
@@ -113,6 +120,34 @@ async def jobs_done(topo: Topology) -> tuple[int, float]:
                 await http.get(url, headers={"Authorization": "Bearer nope"})
             ).status_code == 401
     return sum(w["jobsDone"] for w in queue["workers"]), scraped
+
+
+async def held_patch(
+    base: str, authorization: str, path: str, length: int, sent: bytes
+) -> asyncio.StreamWriter:
+    """A PATCH at offset 0 announcing `length` bytes of which only `sent` go out: the server
+    holds the upload (its lock) until the socket closes."""
+    parts = urlsplit(base)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    request = (
+        f"PATCH {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {authorization}\r\n"
+        f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: 0\r\nContent-Length: {length}\r\n\r\n"
+    )
+    writer.write(request.encode() + sent)
+    await writer.drain()
+    return writer
+
+
+async def until_lock(redis: Redis, key: str, *, held: bool) -> None:
+    """Until the upload's Redis lock is held, or free again."""
+    for _ in range(400):
+        if bool(await redis.exists(key)) is held:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{key} never {'held' if held else 'released'}")
 
 
 def test_the_processes_get_compose_wiring(topology: Topology):
@@ -336,3 +371,92 @@ async def test_delete_through_one_api_cancels_the_job_and_the_other_api_forgets_
     finally:
         await api1.aclose()
         await api2.aclose()
+
+
+async def test_an_upload_cut_on_one_api_is_resumed_on_the_other_and_done_once(
+    topo: Topology, clips: Clips
+):
+    data = clips.h264_aac.read_bytes()
+    half = len(data) // 2
+    before = await jobs_done(topo)
+    api1 = httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60, headers=topo.headers())
+    api2 = httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60, headers=topo.headers())
+    redis = Redis.from_url(topo.redis_url)
+    watching: asyncio.Task[None] | None = None
+    try:
+        filename = base64.b64encode(b"resumed.mp4").decode()
+        created = await api1.post(
+            "/uploads",
+            headers={
+                **TUS,
+                "Upload-Length": str(len(data)),
+                "Upload-Metadata": f"filename {filename}",
+            },
+        )
+        assert created.status_code == 201, created.text
+        video_id = created.headers["Clipo-Video-Id"]
+        path = urlsplit(created.headers["Location"]).path
+        assert path == f"/uploads/{video_id}"
+        watcher = Watcher(topo.ws_url(1), video_id, authorization=topo.authorization)
+        watching = asyncio.create_task(watcher.run(120))
+
+        # API 1 receives the first half of the body, and holds the upload waiting for more.
+        writer = await held_patch(
+            topo.api_urls[0], topo.authorization, path, len(data), data[:half]
+        )
+        prefix = topo.apis[0].env.get("REDIS_PREFIX", Settings.model_fields["redis_prefix"].default)
+        key = lock_key(prefix, ObjectId(video_id))
+        await until_lock(redis, key, held=True)
+        # Meanwhile a PATCH through the other process is refused: the lock is in Redis.
+        other = await api2.patch(
+            path, content=data, headers={**TUS, **OCTETS, "Upload-Offset": "0"}
+        )
+        assert other.status_code in (409, 423), other.text
+        assert "error" in other.json()
+        await asyncio.sleep(0.3)  # API 1 reads what was sent
+        writer.transport.abort()  # the connection dies mid-PATCH
+        await until_lock(redis, key, held=False)  # API 1 stored what arrived and let go
+
+        # API 2 tells where API 1 left it, and takes the rest from there.
+        state = await api2.head(path, headers=TUS)
+        assert state.status_code == 200, state.text
+        assert state.headers["Upload-Length"] == str(len(data))
+        offset = int(state.headers["Upload-Offset"])
+        assert 0 < offset <= half, (offset, half)
+        document = await stored(topo, video_id)
+        assert document is not None
+        assert (document["status"], document["upload_offset"]) == ("UPLOADING", offset), document
+        rest = await api2.patch(
+            path, content=data[offset:], headers={**TUS, **OCTETS, "Upload-Offset": str(offset)}
+        )
+        assert rest.status_code == 204, rest.text
+        assert rest.headers["Upload-Offset"] == str(len(data))
+        await asyncio.wait_for(watching, 120)
+
+        statuses = [s["status"] for s in watcher.states]
+        assert statuses.count("DONE") == 1, watcher.states
+        assert statuses[-1] == "DONE", watcher.states
+        assert outputs_of(topo, video_id) == OUTPUTS
+        assert (topo.media / "videos" / video_id / "original").read_bytes() == data
+        document = await stored(topo, video_id)
+        assert document is not None
+        assert (document["filename"], document["attempts"]) == ("resumed.mp4", 1), document
+        answers = [await api.get(f"/stream/{video_id}") for api in (api1, api2)]
+        assert [a.status_code for a in answers] == [200, 200]
+        assert answers[0].headers["etag"] == answers[1].headers["etag"]
+        assert answers[0].content == answers[1].content
+        # Completed again through either API: nothing more is queued.
+        for api in (api1, api2):
+            again = await api.patch(
+                path, content=b"", headers={**TUS, **OCTETS, "Upload-Offset": str(len(data))}
+            )
+            assert again.status_code == 204, again.text
+        monitored, scraped = await jobs_done(topo)
+        assert (monitored - before[0], scraped - before[1]) == (1, 1)
+        assert incoming(topo) == []
+    finally:
+        if watching is not None:
+            watching.cancel()
+        await api1.aclose()
+        await api2.aclose()
+        await redis.aclose()
