@@ -35,7 +35,7 @@ from bench.b3_upload import (
     size_text,
     watch_rss,
 )
-from bench.common import UPLOAD, Context, Result, Service, alternate, dev_server, make_clip
+from bench.common import Context, Result, Service, alternate, dev_server, make_clip, upload
 
 TUS = {"Tus-Resumable": "1.0.0"}
 OFFSET_TYPE = "application/offset+octet-stream"
@@ -93,21 +93,6 @@ async def send_from(http: httpx.AsyncClient, url: str, path: Path, offset: int, 
 async def upload_tus(http: httpx.AsyncClient, service: Service, path: Path, chunk: int) -> str:
     url, video_id = await create(http, service, path)
     await send_from(http, url, path, 0, chunk)
-    return video_id
-
-
-async def upload_multipart(http: httpx.AsyncClient, service: Service, path: Path) -> str:
-    with path.open("rb") as fh:
-        response = await http.post(
-            f"{service.url}/graphql",
-            data={"operations": UPLOAD, "map": '{"0": ["variables.f"]}'},
-            files={"0": (path.name, fh, "video/mp4")},
-            headers={"apollo-require-preflight": "true"},
-        )
-    body = response.json()
-    if "errors" in body:
-        raise RuntimeError(f"upload refused: {body['errors']}")
-    video_id: str = body["data"]["uploadVideo"]["id"]
     return video_id
 
 
@@ -197,7 +182,7 @@ async def run(ctx: Context) -> list[Result]:
 
         async def multipart_once() -> float:
             started, used = time.perf_counter(), cpu_seconds([pid])
-            video_id = await upload_multipart(http, service, path)
+            video_id = await upload(http, service, path)
             seconds = time.perf_counter() - started
             cpu["multipart"].append(cpu_seconds([pid]) - used)
             await delete_ours(http, service, video_id)
@@ -205,7 +190,7 @@ async def run(ctx: Context) -> list[Result]:
 
         # Warm-up: imports, the first connection, the allocator's first arenas.
         await delete_ours(http, service, await upload_tus(http, service, resume_path, chunk))
-        await delete_ours(http, service, await upload_multipart(http, service, resume_path))
+        await delete_ours(http, service, await upload(http, service, resume_path))
         ours, baseline = await alternate(ctx.repeats, tus_once, multipart_once)
         for _ in range(ctx.repeats):
             again, waited, video_id = await cut_and_resume(http, service, resume_path, chunk)

@@ -403,14 +403,18 @@ async def test_tuspy_end_to_end(server: Server, clips: Clips):
     assert (folder(server, url) / "original").read_bytes() == data
 
 
-async def _interrupted_patch(
-    server: Server, url: str, offset: int, length: int, sent: bytes
+async def held_patch(
+    base: str, path: str, offset: int, length: int, sent: bytes, authorization: str | None = None
 ) -> asyncio.StreamWriter:
-    """A PATCH announcing `length` bytes of which only `sent` go out (the socket stays open)."""
-    parts = urlsplit(server.url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    """A PATCH announcing `length` bytes of which only `sent` go out: the socket stays open,
+    so the server holds the upload (its lock) until the caller closes it."""
+    parts = urlsplit(base)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    _, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
     request = (
-        f"PATCH {urlsplit(url).path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+        f"PATCH {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}"
         f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
         f"Upload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n"
     )
@@ -442,7 +446,7 @@ async def test_a_killed_connection_resumes_from_heads_offset(server: Server, cli
     data = clips.h264_aac.read_bytes()
     url = await created(server, len(data))
     half = len(data) // 2
-    writer = await _interrupted_patch(server, url, 0, len(data), data[:half])
+    writer = await held_patch(server.url, urlsplit(url).path, 0, len(data), data[:half])
     await asyncio.sleep(0.2)  # the server reads what was sent
     writer.transport.abort()  # the connection dies mid-PATCH
     await _offset_becomes(server, url, half)  # what arrived is kept, fsynced
@@ -469,7 +473,7 @@ async def test_bytes_past_the_stored_offset_are_cut_on_resume(server: Server, cl
 async def test_one_patch_at_a_time(server: Server, redis: Redis, clips: Clips):
     data = clips.h264_aac.read_bytes()
     url = await created(server, len(data))
-    writer = await _interrupted_patch(server, url, 0, len(data), data[:1000])
+    writer = await held_patch(server.url, urlsplit(url).path, 0, len(data), data[:1000])
     key = lock_key(server.settings.redis_prefix, upload_id(url))  # type: ignore[arg-type]
     for _ in range(200):
         if await redis.exists(key):

@@ -27,6 +27,7 @@ from tests.clips import Clips
 from tests.hardening.test_crash_recovery import children
 from tests.test_media import assert_gone
 from tests.test_ops import QUEUE, samples, value
+from tests.test_tus import held_patch
 from tests.topology.clients import (
     OUTPUTS,
     Watcher,
@@ -120,25 +121,6 @@ async def jobs_done(topo: Topology) -> tuple[int, float]:
                 await http.get(url, headers={"Authorization": "Bearer nope"})
             ).status_code == 401
     return sum(w["jobsDone"] for w in queue["workers"]), scraped
-
-
-async def held_patch(
-    base: str, authorization: str, path: str, length: int, sent: bytes
-) -> asyncio.StreamWriter:
-    """A PATCH at offset 0 announcing `length` bytes of which only `sent` go out: the server
-    holds the upload (its lock) until the socket closes."""
-    parts = urlsplit(base)
-    assert parts.hostname is not None
-    assert parts.port is not None
-    _, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    request = (
-        f"PATCH {path} HTTP/1.1\r\nHost: {parts.netloc}\r\nAuthorization: {authorization}\r\n"
-        f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
-        f"Upload-Offset: 0\r\nContent-Length: {length}\r\n\r\n"
-    )
-    writer.write(request.encode() + sent)
-    await writer.drain()
-    return writer
 
 
 async def until_lock(redis: Redis, key: str, *, held: bool) -> None:
@@ -402,7 +384,7 @@ async def test_an_upload_cut_on_one_api_is_resumed_on_the_other_and_done_once(
 
         # API 1 receives the first half of the body, and holds the upload waiting for more.
         writer = await held_patch(
-            topo.api_urls[0], topo.authorization, path, len(data), data[:half]
+            topo.api_urls[0], path, 0, len(data), data[:half], topo.authorization
         )
         prefix = topo.apis[0].env.get("REDIS_PREFIX", Settings.model_fields["redis_prefix"].default)
         key = lock_key(prefix, ObjectId(video_id))
