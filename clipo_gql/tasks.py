@@ -11,7 +11,7 @@ from typing import Any, TypedDict, cast
 
 from arq import func
 from arq.connections import ArqRedis
-from arq.constants import abort_jobs_ss, in_progress_key_prefix
+from arq.constants import abort_jobs_ss, in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms
 from arq.worker import Worker, get_kwargs
 from bson import ObjectId
@@ -63,8 +63,11 @@ async def enqueue_again(redis: ArqRedis, video_id: ObjectId, wait_seconds: float
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_seconds
     while not await enqueue_processing(redis, video_id):
-        if not await redis.exists(in_progress_key_prefix + job_id(video_id)):
+        running = await redis.exists(in_progress_key_prefix + job_id(video_id))
+        if not running and await redis.exists(job_key_prefix + job_id(video_id)):
             return False  # queued, not running: it will process the video as it is now
+        # Neither: the job ended between arq's WATCH and its EXEC (the enqueue lost the
+        # race, not to a queued job), so try again.
         if loop.time() > deadline:
             log.warning(
                 "video %s: its last job is still running; the requeue pass will queue it", video_id
