@@ -118,6 +118,13 @@ def _upload_url(request: Request, app: AppState, video_id: object) -> str:
     return f"{base_url(request, app.settings)}{PATH}/{video_id}"
 
 
+def _check_offset(video: Video, offset: int) -> None:
+    if (video.upload_offset or 0) != offset:
+        raise OffsetMismatchError(
+            f"The upload is at offset {video.upload_offset or 0}, not {offset}: ask with HEAD"
+        )
+
+
 def _check_declared(request: Request, video: Video, offset: int) -> None:
     assert video.upload_length is not None
     declared = protocol.non_negative(request.headers, "Content-Length")
@@ -235,16 +242,12 @@ async def _patch(request: Request) -> Response:
         raise BadUserInputError("Send the offset the chunk starts at as `Upload-Offset`")
     checksum = protocol.parse_checksum(headers.get("upload-checksum"))
     _, video = await _find(app, request)
-    if offset != (video.upload_offset or 0):
-        raise OffsetMismatchError(
-            f"The upload is at offset {video.upload_offset or 0}, not {offset}: ask with HEAD"
-        )
+    _check_offset(video, offset)
     if video.status is not VideoStatus.UPLOADING and not _has_body(request):
         return _response(204, _state_headers(video))  # complete already: nothing to add
     _check_declared(request, video, offset)
-    if video.status is not VideoStatus.UPLOADING:
-        raise OffsetMismatchError("This upload is complete already")
-    # The stored offset may move while we wait for the lock: `_write` compares it again.
+    # The stored offset and status may move while we wait for the lock: `_write_at` checks
+    # them again under it.
     video = await _write_at(app, video, request, checksum, offset)
     return _response(204, _state_headers(video))
 
@@ -260,10 +263,7 @@ async def _write_at(
         fresh = await Video.get(video.id)
         if fresh is None or fresh.upload_length is None:
             raise NotFoundError(NOT_FOUND)
-        if (fresh.upload_offset or 0) != offset:
-            raise OffsetMismatchError(
-                f"The upload is at offset {fresh.upload_offset or 0}, not {offset}: ask with HEAD"
-            )
+        _check_offset(fresh, offset)
         if fresh.status is not VideoStatus.UPLOADING:
             raise OffsetMismatchError("This upload is complete already")
         return await receive(app, fresh, request, checksum)
@@ -284,7 +284,7 @@ async def delete(request: Request) -> Response:
     return _response(204)
 
 
-_OVERRIDABLE: dict[str, Endpoint] = {"PATCH": patch, "DELETE": delete, "HEAD": head}
+_BY_METHOD: dict[str, Endpoint] = {"PATCH": patch, "DELETE": delete, "HEAD": head}
 
 
 async def upload(request: Request) -> Response:
@@ -293,13 +293,13 @@ async def upload(request: Request) -> Response:
     method = request.method
     if method == "POST":
         override = request.headers.get("x-http-method-override", "").strip().upper()
-        endpoint = _OVERRIDABLE.get(override)
+        endpoint = _BY_METHOD.get(override)
         if endpoint is None:
             return _error(request, BadUserInputError("POST here needs X-HTTP-Method-Override"))
         return await endpoint(request)
     if method == "OPTIONS":
         return await options(request)
-    return await {"HEAD": head, "PATCH": patch, "DELETE": delete}[method](request)
+    return await _BY_METHOD[method](request)
 
 
 async def collection(request: Request) -> Response:
