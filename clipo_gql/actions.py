@@ -24,9 +24,10 @@ from clipo_gql.errors import (
     ServiceUnavailableError,
     UnsupportedMediaError,
 )
-from clipo_gql.fetch import filename_from_url, validate_url
+from clipo_gql.fetch import filename_from_url
 from clipo_gql.models import Video, VideoSource
 from clipo_gql.ops.metrics import VIDEOS_CREATED
+from clipo_gql.ssrf import validate_url
 from clipo_gql.state import AppState
 from clipo_gql.tasks import cancel_processing, enqueue_again, enqueue_processing
 from clipo_gql.uploads import ReceivedFile, safe_filename, sniff_video

@@ -18,23 +18,23 @@ from pathlib import Path
 
 import pytest
 
-from clipo_gql import fetch
+from clipo_gql import fetch, ssrf
 from clipo_gql.errors import (
     ForbiddenUrlError,
     PayloadTooLargeError,
     ProcessingError,
     UnsupportedMediaError,
 )
-from clipo_gql.fetch import (
+from clipo_gql.fetch import download
+from clipo_gql.settings import Settings
+from clipo_gql.ssrf import (
     AddressPolicy,
     CheckedUrl,
     IPAddress,
     check_url,
-    download,
     resolve,
     validate_url,
 )
-from clipo_gql.settings import Settings
 from tests.clips import FFMPEG
 
 CAP = 4 * 1024 * 1024
@@ -770,7 +770,7 @@ async def tls_server(
     running = HttpServer({"/video.mp4": respond(video, headers=[("Content-Type", "video/mp4")])})
     await running.start(context)
     # Our CA instead of certifi's: the only difference from production.
-    monkeypatch.setattr(fetch, "_ssl_context", lambda: ssl.create_default_context(cafile=cert))
+    monkeypatch.setattr(ssrf, "_ssl_context", lambda: ssl.create_default_context(cafile=cert))
     yield running, names
     await running.stop()
 
