@@ -118,7 +118,7 @@ async def _store_and_queue(app: AppState, video: Video) -> Video:
     try:
         # The record first: a document always has one, for `reindex` after a lost database.
         await records.write_new(app.storage, video)
-        await video.insert()
+        await app.videos.insert(video)
         inserted = True
         await enqueue_processing(app.redis, video.id)
         VIDEOS_CREATED.labels(video.source.value.lower()).inc()
@@ -129,6 +129,7 @@ async def _store_and_queue(app: AppState, video: Video) -> Video:
     except BaseException:
         await _undo(app, video, inserted)
         raise
+    await app.videos.announce(video)
     return video
 
 

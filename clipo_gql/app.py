@@ -38,6 +38,7 @@ from clipo_gql.tasks import run_embedded_worker
 from clipo_gql.tus import protocol as tus_protocol
 from clipo_gql.tus import routes as tus_routes
 from clipo_gql.videos import VideoService, decode_event
+from clipo_gql.webhooks.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,20 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
         hub = EventHub(redis, settings.redis_prefix, decode_event)
         await hub.start()
         worker = asyncio.create_task(run_embedded_worker(settings)) if embedded else None
+        links = MediaLinks(settings)
         state = AppState(
             settings=settings,
             redis=redis,
             mongo=mongo,
             storage=storage,
             videos=VideoService(
-                EventPublisher(redis, settings.redis_prefix), partial(records.update, storage)
+                EventPublisher(redis, settings.redis_prefix),
+                partial(records.update, storage),
+                dispatch=Dispatcher(settings, redis, links),
             ),
             hub=hub,
             auth=Authenticator(settings),
-            links=MediaLinks(settings),
+            links=links,
             quotas=Quotas(settings, redis),
             sockets=ConnectionCounter(settings),
         )

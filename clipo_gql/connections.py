@@ -11,7 +11,14 @@ from beanie import init_beanie
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from clipo_gql.indexes import ensure_indexes
-from clipo_gql.models import ANONYMOUS_OWNER, INDEXES, ApiKey, Video
+from clipo_gql.models import (
+    ANONYMOUS_OWNER,
+    INDEXES,
+    ApiKey,
+    Video,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from clipo_gql.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +55,7 @@ async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
     # Indexes are ours to create (indexes.py): Beanie's way breaks FerretDB.
     await init_beanie(
         database=client[settings.mongodb_database],
-        document_models=[Video, ApiKey],
+        document_models=[Video, ApiKey, WebhookEndpoint, WebhookDelivery],
         skip_indexes=True,
     )
     await ensure_indexes(INDEXES)

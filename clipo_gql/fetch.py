@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from http import HTTPStatus
 from io import BufferedWriter
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urljoin, urlsplit
@@ -38,6 +37,7 @@ from clipo_gql.ssrf import (
     header,
     pinned_pool,
     resolve,
+    status_text,
 )
 from clipo_gql.units import human_size
 from clipo_gql.uploads import HEAD_BYTES, safe_filename, sniff_video
@@ -186,7 +186,7 @@ class _Fetch:
     async def _receive(self, checked: CheckedUrl, response: httpcore.Response) -> Downloaded:
         status = response.status
         if not 200 <= status < 300:
-            raise ProcessingError(f"The server answered {_status_text(status)}")
+            raise ProcessingError(f"The server answered {status_text(status)}")
         cap, message = self.cap
         too_large = PayloadTooLargeError(message)
         declared = _content_length(response)
@@ -287,13 +287,6 @@ def _media_type(value: str | None) -> str | None:
         return None
     media_type = value.split(";", 1)[0].strip().lower()
     return media_type if _MEDIA_TYPE_RE.fullmatch(media_type) else None
-
-
-def _status_text(status: int) -> str:
-    try:
-        return f"{status} {HTTPStatus(status).phrase}"
-    except ValueError:
-        return str(status)
 
 
 def filename_from_url(url: str) -> str:

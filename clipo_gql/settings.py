@@ -106,6 +106,19 @@ class Settings(BaseSettings):
     # removed with its video; the lease of the lock that lets one PATCH at a time write it.
     upload_expiry_seconds: int = Field(default=86400, ge=1)
     upload_lock_lease_seconds: float = Field(default=30, ge=1)
+    # Webhooks (webhooks/): a 2xx within the timeout is delivered, anything else is tried again
+    # after each delay of the schedule (seconds), then FAILED. Each worker process delivers
+    # up to `webhook_concurrency` at once, at most `webhook_endpoint_concurrency` to one
+    # endpoint (across processes), so a slow receiver holds a few slots, not all of them.
+    webhook_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    webhook_retry_schedule: str = "5,300,1800,7200,18000,36000,36000"
+    webhook_concurrency: int = Field(default=50, ge=1)
+    webhook_endpoint_concurrency: int = Field(default=4, ge=1)
+    webhook_max_endpoints: int = Field(default=10, ge=1)
+    webhook_log_retention_seconds: int = Field(default=30 * 86400, ge=60)
+    # Events a crash left undispatched are dispatched by the workers' periodic pass after this.
+    webhook_dispatch_grace_seconds: float = Field(default=30, ge=0)
+
     # Websockets held by one API process: per owner (per address before authenticating, or
     # with auth off) and in all.
     ws_max_connections_per_client: int = Field(default=100, ge=1)
@@ -138,6 +151,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"{part.strip()!r} is not a height from 16 to 8192")
         return value
 
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        for part in value.split(","):
+            try:
+                ok = float(part) >= 0
+            except ValueError:
+                ok = False
+            if part.strip() and not ok:
+                raise ValueError(f"{part.strip()!r} is not a number of seconds")
+        return value
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_base_url(cls, value: str | None) -> str | None:
@@ -155,6 +180,15 @@ class Settings(BaseSettings):
     @property
     def allowed_ports(self) -> frozenset[int]:
         return frozenset(int(p) for p in self.url_fetch_allowed_ports.split(",") if p.strip())
+
+    @property
+    def webhook_delays(self) -> list[float]:
+        return [float(p) for p in self.webhook_retry_schedule.split(",") if p.strip()]
+
+    @property
+    def webhook_queue_name(self) -> str:
+        # Their own queue: a backlog of deliveries never waits behind videos, nor they behind it.
+        return f"{self.queue_name}:webhooks"
 
     @property
     def hls_heights(self) -> list[int]:

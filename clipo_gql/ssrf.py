@@ -24,6 +24,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -44,6 +45,7 @@ __all__ = [
     "header",
     "pinned_pool",
     "resolve",
+    "status_text",
     "validate_url",
 ]
 
@@ -423,12 +425,13 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 
 
 def pinned_pool(
-    addresses: Sequence[IPAddress], max_connections: int = 1
+    addresses: Sequence[IPAddress], max_connections: int = 1, keepalive_expiry: float | None = None
 ) -> httpcore.AsyncConnectionPool:
     """A connection pool that connects to `addresses` (from `resolve`) only."""
     return httpcore.AsyncConnectionPool(
         ssl_context=_ssl_context(),
         max_connections=max_connections,
+        keepalive_expiry=keepalive_expiry,
         http1=True,
         http2=False,
         retries=0,
@@ -470,3 +473,11 @@ def header(response: httpcore.Response, name: bytes) -> str | None:
             except UnicodeDecodeError:
                 return value.decode("latin-1")
     return None
+
+
+def status_text(status: int) -> str:
+    """`404 Not Found`, for messages about what a server answered."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)

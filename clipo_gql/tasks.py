@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from functools import partial
 from signal import Signals
@@ -19,8 +18,10 @@ from pymongo.errors import ConnectionFailure, PyMongoError
 from redis.exceptions import RedisError
 
 from clipo_gql import logs, records
+from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
+from clipo_gql.job_lease import hold_lease, stop
 from clipo_gql.media import Media
 from clipo_gql.models import Video, VideoStatus
 from clipo_gql.ops.exporter import WorkerMetrics
@@ -31,6 +32,8 @@ from clipo_gql.storage import Storage, parse_id
 from clipo_gql.sweeper import sweep
 from clipo_gql.tus.expiry import expire_uploads
 from clipo_gql.videos import ACTIVE, VideoService
+from clipo_gql.webhooks.dispatch import Dispatcher, dispatch_stranded, requeue_pending
+from clipo_gql.webhooks.jobs import webhook_worker
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,7 @@ class WorkerContext(TypedDict):
     videos: VideoService
     pipeline: Pipeline
     heartbeat: Heartbeat
+    dispatcher: Dispatcher
 
 
 def job_id(video_id: ObjectId) -> str:
@@ -90,16 +94,30 @@ async def enqueue_active(redis: ArqRedis) -> int:
     return queued
 
 
-async def housekeeping(redis: ArqRedis, storage: Storage, settings: Settings) -> None:
-    """Through outages: remove what dead processes left (`sweeper.sweep`) at start and every
+async def housekeeping(wctx: WorkerContext) -> None:
+    """Through outages: remove what dead processes left (`sweeper.sweep`) and hand on the
+    webhook events they left (webhooks/dispatch.py) at start and every
     REQUEUE_INTERVAL_SECONDS, and as often queue the videos whose job is missing (the
     worker's start-up made that pass already, `requeue_missing`)."""
+    redis, settings = wctx["redis"], wctx["settings"]
+    storage, videos = wctx["pipeline"].storage, wctx["videos"]
+
+    async def finish_delete(video_id: ObjectId) -> None:
+        await videos.remove(video_id)
+        await cancel_processing(redis, video_id)
+        await storage.remove_video(video_id)
+
     while True:
         try:
             await sweep(storage, settings.orphan_grace_seconds)
-            await expire_uploads(storage, EventPublisher(redis, settings.redis_prefix))
+            await expire_uploads(storage, videos)
         except (PyMongoError, RedisError, OSError) as exc:
             log.warning("could not look for abandoned files: %s", exc)
+        try:
+            await dispatch_stranded(wctx["dispatcher"], finish_delete)
+            await requeue_pending(wctx["dispatcher"])
+        except (PyMongoError, RedisError, OSError) as exc:
+            log.warning("could not look for undelivered webhook events: %s", exc)
         await asyncio.sleep(settings.requeue_interval_seconds)
         await requeue_missing(redis)
 
@@ -132,7 +150,7 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
         )
         return
     lease = asyncio.create_task(
-        _hold_lease(wctx["redis"], ctx["job_id"], wctx["settings"].job_lease_seconds)
+        hold_lease(wctx["redis"], ctx["job_id"], wctx["settings"].job_lease_seconds)
     )
     # Every line logged for this job (ffmpeg's failures, outages) names the video.
     logged_as = logs.video_id.set(video_id)
@@ -141,7 +159,7 @@ async def process_video(ctx: dict[str, Any], video_id: str) -> None:
             job.outcome = await _run_through_outages(wctx["pipeline"], oid)
     finally:
         logs.video_id.reset(logged_as)
-        await _stop(lease)
+        await stop(lease)
 
 
 async def _run_through_outages(pipeline: Pipeline, video_id: ObjectId) -> VideoStatus | None:
@@ -161,28 +179,14 @@ async def _run_through_outages(pipeline: Pipeline, video_id: ObjectId) -> VideoS
             delay = min(delay * 2, 10.0)
 
 
-async def _hold_lease(redis: ArqRedis, arq_job_id: str, seconds: float) -> None:
-    """Keep arq's in-progress lock short and renewed while the job runs.
-
-    arq sets that lock once, for the whole job timeout plus 10 s (an hour by default): a
-    worker killed mid-job would leave its video PROCESSING that long. A lease renewed every
-    third of `seconds` expires soon after the worker dies, and another worker takes the job.
-    PEXPIRE never creates the key, so a renewal racing the job's end is harmless.
-    """
-    key = in_progress_key_prefix + arq_job_id
-    while True:
-        try:
-            await redis.pexpire(key, int(seconds * 1000))
-        except (RedisError, OSError) as exc:
-            log.warning("could not renew the lock of job %s: %s", arq_job_id, exc)
-        await asyncio.sleep(seconds / 3)
-
-
 def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
     storage = Storage(settings.media_dir)
     storage.prepare()
+    dispatcher = Dispatcher(settings, redis, MediaLinks(settings))
     videos = VideoService(
-        EventPublisher(redis, settings.redis_prefix), partial(records.update, storage)
+        EventPublisher(redis, settings.redis_prefix),
+        partial(records.update, storage),
+        dispatch=dispatcher,
     )
     pipeline = Pipeline(settings, videos, Media(settings), storage)
     return WorkerContext(
@@ -191,6 +195,7 @@ def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
         videos=videos,
         pipeline=pipeline,
         heartbeat=Heartbeat(settings, redis),
+        dispatcher=dispatcher,
     )
 
 
@@ -234,9 +239,10 @@ def worker_lifecycle(settings: Settings, *, own_mongo: bool, standalone: bool) -
         # Before "ready": whoever waits for it (a supervisor, a test storing videos) then
         # knows the jobs lost by a Redis restart are back in the queue.
         await requeue_missing(ctx["redis"])
-        ctx["requeuer"] = asyncio.create_task(
-            housekeeping(ctx["redis"], ctx["pipeline"].storage, settings)
-        )
+        ctx["requeuer"] = asyncio.create_task(housekeeping(cast(WorkerContext, ctx)))
+        # Deliveries run beside the jobs, on their own queue and slots (webhooks/jobs.py).
+        deliveries = ctx["webhook_worker"] = webhook_worker(settings, PromptWorker)
+        ctx["webhook_runner"] = asyncio.create_task(deliveries.async_run())
         ctx["heartbeat"].start()
         # Supervisors and the topology tests wait for this line.
         log.info("worker ready: MongoDB and Redis answer, taking jobs from %s", settings.queue_name)
@@ -290,7 +296,7 @@ class PromptWorker(Worker):
     async def close(self) -> None:
         self._stopping = True
         for picker in list(self._pickers):
-            await _stop(picker)
+            await stop(picker)
         await super().close()
 
 
@@ -343,21 +349,17 @@ async def _stop_helpers(ctx: dict[str, Any]) -> None:
     """What on_startup started; each at most once (close() may follow on_shutdown)."""
     requeuer = ctx.pop("requeuer", None)
     if requeuer is not None:
-        await _stop(requeuer)
+        await stop(requeuer)
+    deliveries = ctx.pop("webhook_worker", None)
+    if deliveries is not None:
+        await stop(ctx.pop("webhook_runner"))
+        await deliveries.close()
     heartbeat = ctx.get("heartbeat")
     if heartbeat is not None:
         await heartbeat.stop()
     metrics = ctx.pop("metrics", None)
     if metrics is not None:
         await metrics.stop()
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    """Cancel a helper task and wait for it: one left running could hand a connection back
-    to a pool that has been closed meanwhile, leaking it."""
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 def run_worker(settings: Settings, **overrides: Any) -> None:

@@ -2,6 +2,10 @@
 
 Updates are atomic `find_one_and_update` calls guarded by the state they expect, so two
 workers (arq delivers at least once) or a delete racing a job cannot move a video backwards.
+
+The changes webhooks announce (created, DONE, FAILED, deleted) write their event into the
+video's outbox in that same update (webhooks/dispatch.py hands it on afterwards): no path
+can make one of them without its event.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from clipo_gql.auth.ownership import find_video
 from clipo_gql.auth.principal import Principal
 from clipo_gql.errors import NotFoundError
 from clipo_gql.events import EventHub, EventPublisher
-from clipo_gql.models import Output, Video, VideoStatus, now
+from clipo_gql.models import Output, Video, VideoStatus, WebhookEventType, now
+from clipo_gql.webhooks.events import new_event, outbox_push
 
 ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
 # Published instead of a video when one is deleted.
@@ -25,6 +30,7 @@ DELETED: Literal["deleted"] = "deleted"
 # Whenever the files go (a failure, an interruption, a retry) or are about to be made again.
 UNPUBLISHED: dict[str, Any] = {"published": [], "renditions": []}
 VideoEvent: TypeAlias = Video | Literal["deleted"]
+Dispatch: TypeAlias = Callable[[Video], Awaitable[None]]
 
 
 def decode_event(data: str) -> VideoEvent:
@@ -34,12 +40,18 @@ def decode_event(data: str) -> VideoEvent:
 
 class VideoService:
     def __init__(
-        self, events: EventPublisher, keep_record: Callable[[Video], Awaitable[None]] | None = None
+        self,
+        events: EventPublisher,
+        keep_record: Callable[[Video], Awaitable[None]] | None = None,
+        dispatch: Dispatch | None = None,
     ) -> None:
         self.events = events
         # Called with each new final state (DONE, FAILED) and retry, once stored and before it
         # is published: whoever sees the change finds the video's folder as it will stay.
         self.keep_record = keep_record
+        # Hands a stored change's webhook events on (webhooks/dispatch.py), after it is
+        # published; it never raises. Without it (some tests) they wait in the outbox.
+        self.dispatch = dispatch
 
     async def _update(
         self,
@@ -51,14 +63,17 @@ class VideoService:
         inc: dict[str, int] | None = None,
         lasting: bool = False,
         announce: bool = True,
+        event: WebhookEventType | None = None,
     ) -> Video | None:
         """Apply `fields` if the video is in one of `expect`; publish and return the new state."""
         query: dict[str, Any] = {"_id": video_id, "status": {"$in": [s.value for s in expect]}}
         query.update(extra_filter or {})
-        update = {
+        update: dict[str, Any] = {
             "$set": {**fields, "updated_at": now()},
             "$inc": {"version": 1, **(inc or {})},
         }
+        if event is not None:
+            update["$push"] = outbox_push(new_event(event))
         raw = await Video.get_motor_collection().find_one_and_update(
             query, update, return_document=ReturnDocument.AFTER
         )
@@ -69,7 +84,20 @@ class VideoService:
             await self.keep_record(video)
         if announce:
             await self.events.publish(video)
+        if event is not None:
+            await self.announce(video)
         return video
+
+    async def insert(self, video: Video) -> None:
+        """Store a new video with its `video.created` event, which `announce` hands on once
+        the caller's whole step has worked (a video rolled back takes its event with it)."""
+        video.webhook_outbox.append(new_event(WebhookEventType.VIDEO_CREATED))
+        await video.insert()
+
+    async def announce(self, video: Video) -> None:
+        """Dispatch the webhook events in `video`'s outbox (a no-op when it has none)."""
+        if video.webhook_outbox and self.dispatch is not None:
+            await self.dispatch(video)
 
     async def upload_received(
         self, video_id: ObjectId, offset: int, fields: dict[str, Any], *, announce: bool
@@ -124,6 +152,7 @@ class VideoService:
             {**fields, "status": VideoStatus.DONE.value, "progress": 1.0, "error": None},
             expect=(VideoStatus.PROCESSING,),
             lasting=True,
+            event=WebhookEventType.VIDEO_READY,
         )
 
     async def fail(self, video_id: ObjectId, reason: str) -> Video | None:
@@ -132,6 +161,7 @@ class VideoService:
             {"status": VideoStatus.FAILED.value, "error": reason, **UNPUBLISHED},
             expect=ACTIVE,
             lasting=True,
+            event=WebhookEventType.VIDEO_FAILED,
         )
 
     async def publish(
@@ -168,12 +198,31 @@ class VideoService:
         )
 
     async def delete(self, video_id: ObjectId, scope: dict[str, Any]) -> bool:
-        result = await Video.get_motor_collection().delete_one({"_id": video_id, **scope})
-        if result.deleted_count == 0:
+        """Remove the document (if it matches `scope`: ownership, or a condition such as
+        "still expired"); False when none did.
+
+        In two steps, since a removed document can carry no event: first the `video.deleted`
+        event is recorded on it (with `deleting_at`), then it is dispatched and the document
+        removed. A process that dies in between leaves that to the workers' periodic pass
+        (webhooks/dispatch.py), which finishes the delete.
+        """
+        event = new_event(WebhookEventType.VIDEO_DELETED)
+        raw = await Video.get_motor_collection().find_one_and_update(
+            {"_id": video_id, **scope},
+            {"$push": outbox_push(event), "$set": {"deleting_at": event.at}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if raw is None:
             return False
+        await self.announce(Video.from_mongo(raw))
+        await self.remove(video_id)
+        return True
+
+    async def remove(self, video_id: ObjectId) -> None:
+        """The second step of `delete`."""
+        await Video.get_motor_collection().delete_one({"_id": video_id})
         # Subscribers re-read on this, find nothing, and complete.
         await self.events.redis.publish(self.events.channel(video_id), DELETED)
-        return True
 
     async def watch(
         self, hub: EventHub[VideoEvent], video_id: ObjectId, principal: Principal

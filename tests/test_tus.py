@@ -347,7 +347,7 @@ async def test_expired_uploads_answer_410_then_are_removed(settings: Settings, r
         assert (await head(server, url)).status_code == 410
         assert (await patch(server, url, 500, b"x")).status_code == 410
         removed = await expire_uploads(
-            Storage(settings.media_dir), EventPublisher(redis, settings.redis_prefix)
+            Storage(settings.media_dir), VideoService(EventPublisher(redis, settings.redis_prefix))
         )
         assert removed == 1
         assert (await head(server, url)).status_code == 404

@@ -92,6 +92,25 @@ LIMIT_REFUSALS = Counter(
     ["limit"],
 )
 
+# Webhooks (webhooks/): labels are bounded, never a URL, an owner or an id.
+WEBHOOK_EVENTS = Counter(
+    "clipo_webhook_events", "Webhook events dispatched to their endpoints, by type.", ["type"]
+)
+WEBHOOK_DELIVERIES = Counter(
+    "clipo_webhook_deliveries",
+    "Webhook delivery attempts, by outcome (delivered, retried, failed) and attempt number.",
+    ["outcome", "attempt"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "clipo_webhook_delivery_latency_seconds",
+    "From a webhook event to the 2xx of its endpoint, retries included.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 7200, 36000, 100000),
+)
+WEBHOOK_PENDING = Gauge(
+    "clipo_webhook_pending_deliveries",
+    "Webhook deliveries not yet delivered or failed (counted by the workers' periodic pass).",
+)
+
 
 @contextmanager
 def phase(name: str) -> Iterator[None]:

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 
-from clipo_gql.events import EventPublisher
 from clipo_gql.models import Video, VideoStatus, now
 from clipo_gql.ops.metrics import TUS_UPLOADS
 from clipo_gql.storage import Storage
-from clipo_gql.videos import DELETED
+from clipo_gql.videos import VideoService
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +24,15 @@ def expired_filter() -> dict[str, object]:
     return {"status": VideoStatus.UPLOADING.value, "upload_expires_at": {"$lt": now()}}
 
 
-async def expire_uploads(storage: Storage, events: EventPublisher | None = None) -> int:
-    """Remove every expired upload; how many were removed."""
+async def expire_uploads(storage: Storage, videos: VideoService) -> int:
+    """Remove every expired upload (each with its `video.deleted` event); how many were."""
     collection = Video.get_motor_collection()
     removed = 0
     ids = [raw["_id"] async for raw in collection.find(expired_filter(), {"_id": 1}).limit(BATCH)]
     for video_id in ids:
-        result = await collection.delete_one({"_id": video_id, **expired_filter()})
-        if result.deleted_count == 0:
+        if not await videos.delete(video_id, expired_filter()):
             continue  # bytes arrived, or it completed or was deleted, meanwhile
         await storage.remove_video(video_id)
-        if events is not None:
-            await events.redis.publish(events.channel(video_id), DELETED)
         removed += 1
     if removed:
         TUS_UPLOADS.labels("expired").inc(removed)

@@ -92,7 +92,7 @@ async def create_upload(app: AppState, caller: Caller, filename: str, length: in
     try:
         await records.write_new(app.storage, video)
         await asyncio.to_thread(_create_empty, app.storage.upload_partial(video.id))
-        await video.insert()
+        await app.videos.insert(video)
     except (PyMongoError, OSError) as exc:
         log.warning("upload %s not created: %r", video.id, exc)
         await app.storage.remove_video(video.id)
@@ -101,6 +101,7 @@ async def create_upload(app: AppState, caller: Caller, filename: str, length: in
         await app.storage.remove_video(video.id)
         raise
     TUS_UPLOADS.labels("created").inc()
+    await app.videos.announce(video)
     return video
 
 

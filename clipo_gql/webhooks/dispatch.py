@@ -1,0 +1,147 @@
+"""From a video's outbox to deliveries: one per event and endpoint, each with a queued job.
+
+The outbox (`Video.webhook_outbox`) is written by the same update as the change it
+announces (videos.py); dispatching creates the deliveries (a unique index on event and
+endpoint makes a second dispatch find the first's), queues their jobs, and only then
+removes the events from the outbox. A process that dies on the way leaves them there, and
+the workers' periodic pass (`dispatch_stranded`) dispatches them again: at least once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from arq.connections import ArqRedis
+from bson import ObjectId
+from pymongo.errors import DuplicateKeyError, PyMongoError
+from redis.exceptions import RedisError
+
+from clipo_gql.auth.media_links import MediaLinks
+from clipo_gql.models import (
+    OutboxEntry,
+    Video,
+    WebhookDelivery,
+    WebhookDeliveryStatus,
+    WebhookEndpoint,
+    now,
+)
+from clipo_gql.ops.metrics import WEBHOOK_EVENTS, WEBHOOK_PENDING
+from clipo_gql.settings import Settings
+from clipo_gql.webhooks import events
+from clipo_gql.webhooks.jobs import enqueue_delivery
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+# VideoService.remove: the second step of a delete.
+FinishDelete = Callable[[ObjectId], Awaitable[object]]
+
+
+class Dispatcher:
+    def __init__(self, settings: Settings, redis: ArqRedis, links: MediaLinks) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.links = links
+
+    async def __call__(self, video: Video) -> None:
+        """Dispatch `video`'s outbox; an outage is logged, the events stay for the next pass."""
+        try:
+            await self.dispatch(video)
+        except (PyMongoError, RedisError, OSError) as exc:
+            log.warning("webhook events of video %s left for the next pass: %r", video.id, exc)
+
+    async def dispatch(self, video: Video) -> None:
+        if not video.webhook_outbox:
+            return
+        endpoints = await WebhookEndpoint.find({"owner_id": video.owner_id}).to_list()
+        for event in video.webhook_outbox:
+            await self._fan_out(video, event, endpoints)
+        await Video.get_motor_collection().update_one(
+            {"_id": video.id},
+            {"$pull": {"webhook_outbox": {"id": {"$in": [e.id for e in video.webhook_outbox]}}}},
+        )
+
+    async def _fan_out(
+        self, video: Video, event: OutboxEntry, endpoints: list[WebhookEndpoint]
+    ) -> None:
+        bodies: dict[str, str] = {}
+        for endpoint in endpoints:
+            if event.type not in endpoint.events:
+                continue
+            base_url = self.settings.public_base_url or endpoint.base_url
+            body = bodies.get(base_url)
+            if body is None:
+                body = bodies[base_url] = events.body(video, event, base_url, self.links)
+            delivery = await self._delivery(endpoint, event, body)
+            if delivery is not None:
+                await enqueue_delivery(self.redis, self.settings, delivery.id, delivery.attempts)
+        WEBHOOK_EVENTS.labels(event.type.value).inc()
+
+    async def _delivery(
+        self, endpoint: WebhookEndpoint, event: OutboxEntry, body: str
+    ) -> WebhookDelivery | None:
+        """The new delivery, or the one an earlier dispatch made if it is still pending."""
+        assert endpoint.id is not None
+        delivery = WebhookDelivery(
+            endpoint_id=endpoint.id,
+            owner_id=endpoint.owner_id,
+            event_id=event.id,
+            event_type=event.type,
+            body=body,
+            event_at=event.at,
+            expires_at=now() + timedelta(seconds=self.settings.webhook_log_retention_seconds),
+        )
+        try:
+            await delivery.insert()
+            return delivery
+        except DuplicateKeyError:
+            found = await WebhookDelivery.find_one(
+                {"event_id": event.id, "endpoint_id": endpoint.id}
+            )
+            if found is None or found.status is not WebhookDeliveryStatus.PENDING:
+                return None
+            return found
+
+
+async def dispatch_stranded(dispatcher: Dispatcher, finish_delete: FinishDelete) -> int:
+    """Events older than WEBHOOK_DISPATCH_GRACE_SECONDS still in an outbox (their process
+    died before dispatching them), and deletes that stopped after recording their event:
+    dispatch, and finish those deletes. How many videos had events."""
+    cutoff = now() - timedelta(seconds=dispatcher.settings.webhook_dispatch_grace_seconds)
+    collection = Video.get_motor_collection()
+    stranded = collection.find(
+        {"$or": [{"webhook_outbox.at": {"$lt": cutoff}}, {"deleting_at": {"$lt": cutoff}}]}
+    ).limit(BATCH)
+    found = 0
+    async for raw in stranded:
+        video = Video.from_mongo(raw)
+        found += 1
+        await dispatcher.dispatch(video)
+        if video.deleting_at is not None:
+            assert video.id is not None
+            await finish_delete(video.id)
+    if found:
+        log.warning("dispatched the webhook events of %d videos a stopped process left", found)
+    return found
+
+
+async def requeue_pending(dispatcher: Dispatcher) -> int:
+    """Queue again the pending deliveries overdue by the grace (their job was lost with
+    Redis's data, or a process died between recording an attempt and queueing the next);
+    a job still queued under the same id is left as it is. Also sets the pending gauge."""
+    settings = dispatcher.settings
+    collection = WebhookDelivery.get_motor_collection()
+    pending = {"status": WebhookDeliveryStatus.PENDING.value}
+    WEBHOOK_PENDING.set(await collection.count_documents(pending))
+    cutoff = now() - timedelta(seconds=settings.webhook_dispatch_grace_seconds)
+    overdue = collection.find(
+        {**pending, "next_attempt_at": {"$lt": cutoff}}, {"_id": 1, "attempts": 1}
+    ).limit(BATCH)
+    queued = 0
+    async for raw in overdue:
+        queued += await enqueue_delivery(
+            dispatcher.redis, settings, ObjectId(raw["_id"]), int(raw["attempts"])
+        )
+    return queued
