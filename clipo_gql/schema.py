@@ -38,6 +38,7 @@ from clipo_gql.storage import parse_id
 from clipo_gql.tus.graphql import TusMutation
 from clipo_gql.types import SCALARS, PageInfo, Video, VideoConnection, VideoEdge
 from clipo_gql.uploads import ReceivedFile
+from clipo_gql.webhooks.graphql import WebhookMutation, WebhookQuery
 
 if TYPE_CHECKING:
     from clipo_gql.settings import Settings
@@ -61,7 +62,7 @@ def _caller(info: Info) -> actions.Caller:
 
 
 @strawberry.type
-class Query(AuthQuery, OpsQuery):
+class Query(AuthQuery, OpsQuery, WebhookQuery):
     @strawberry.field(description="A video by id; null when there is none (or it is not yours).")
     async def video(self, info: Info, id: strawberry.ID) -> Video | None:
         doc = await find_video(info.context.principal, _video_id(id))
@@ -94,7 +95,7 @@ class Query(AuthQuery, OpsQuery):
 
 
 @strawberry.type
-class Mutation(AuthMutation, TusMutation):
+class Mutation(AuthMutation, TusMutation, WebhookMutation):
     @strawberry.mutation(
         description="Upload a video (GraphQL multipart request); returned PENDING and queued."
     )

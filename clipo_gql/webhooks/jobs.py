@@ -26,6 +26,7 @@ from arq import Retry, func
 from arq.connections import ArqRedis
 from arq.worker import Worker
 from bson import ObjectId
+from pymongo import ReturnDocument
 
 from clipo_gql.connections import redis_settings
 from clipo_gql.job_lease import hold_lease, stop
@@ -71,32 +72,42 @@ def job_id(delivery_id: ObjectId, attempt: int) -> str:
     return f"webhook:{delivery_id}:{attempt}"
 
 
+def redelivery_job_id(delivery_id: ObjectId, attempt: int) -> str:
+    # Not the scheduled attempt's id, which may be queued for hours from now: whichever of
+    # the two runs first makes the attempt, the other finds it made.
+    return f"{job_id(delivery_id, attempt)}:redeliver:{uuid.uuid4().hex[:12]}"
+
+
 def slots_key(settings: Settings, endpoint_id: ObjectId) -> str:
     return f"{settings.redis_prefix}:webhook-slots:{endpoint_id}"
 
 
 async def enqueue_delivery(
     redis: ArqRedis, settings: Settings, delivery_id: ObjectId | None, attempt: int,
-    delay: float = 0.0,
+    delay: float = 0.0, arq_job_id: str | None = None,
 ) -> bool:  # fmt: skip
-    """Queue attempt `attempt` (0-based) of a delivery; False if that job is queued already."""
+    """Queue the attempt that follows `attempt` earlier ones; False if its job is queued."""
     assert delivery_id is not None
     job = await redis.enqueue_job(
         DELIVER_WEBHOOK,
         str(delivery_id),
-        _job_id=job_id(delivery_id, attempt),
+        attempt,
+        _job_id=arq_job_id or job_id(delivery_id, attempt),
         _queue_name=settings.webhook_queue_name,
         _defer_by=timedelta(seconds=delay) if delay > 0 else None,
     )
     return job is not None
 
 
-async def deliver_webhook(ctx: dict[str, Any], delivery_id: str) -> None:
+async def deliver_webhook(ctx: dict[str, Any], delivery_id: str, attempt: int) -> None:
+    """Make the attempt that follows `attempt` earlier ones, if that is still to be made."""
     wctx = cast(WebhookContext, ctx)
     oid = parse_id(delivery_id)
     delivery = None if oid is None else await WebhookDelivery.get(oid)
     if delivery is None or delivery.status is not WebhookDeliveryStatus.PENDING:
         return  # delivered, given up, or its endpoint deleted meanwhile
+    if delivery.attempts != attempt:
+        return  # made already (a redelivery, or a duplicate run)
     due = delivery.next_attempt_at
     if due is not None and due > now() + EARLY_SLACK:
         return
@@ -207,3 +218,19 @@ def webhook_worker(settings: Settings, worker_class: type[Worker] = Worker) -> W
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )
+
+
+async def redeliver(redis: ArqRedis, settings: Settings, delivery_id: ObjectId) -> WebhookDelivery:
+    """Send a delivery again now, with a fresh retry schedule (whatever its status)."""
+    raw = await WebhookDelivery.get_motor_collection().find_one_and_update(
+        {"_id": delivery_id},
+        {"$set": {"status": WebhookDeliveryStatus.PENDING.value, "schedule_step": 0,
+                  "next_attempt_at": now()}},
+        return_document=ReturnDocument.AFTER,
+    )  # fmt: skip
+    delivery: WebhookDelivery = WebhookDelivery.model_validate(raw)
+    await enqueue_delivery(
+        redis, settings, delivery_id, delivery.attempts,
+        arq_job_id=redelivery_job_id(delivery_id, delivery.attempts),
+    )  # fmt: skip
+    return delivery
