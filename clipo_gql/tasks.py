@@ -32,7 +32,12 @@ from clipo_gql.storage import Storage, parse_id
 from clipo_gql.sweeper import sweep
 from clipo_gql.tus.expiry import expire_uploads
 from clipo_gql.videos import ACTIVE, VideoService
-from clipo_gql.webhooks.dispatch import Dispatcher, dispatch_stranded, requeue_pending
+from clipo_gql.webhooks.dispatch import (
+    Dispatcher,
+    dispatch_stranded,
+    expire_log,
+    requeue_pending,
+)
 from clipo_gql.webhooks.jobs import webhook_worker
 
 log = logging.getLogger(__name__)
@@ -85,7 +90,7 @@ async def enqueue_active(redis: ArqRedis) -> int:
     """Queue every PENDING or PROCESSING video again; those whose job still exists (queued or
     running) are untouched. After Redis lost its data (a restart without persistence) this is
     what brings their jobs back."""
-    active = {"status": {"$in": [s.value for s in ACTIVE]}}
+    active = {"status": {"$in": [s.value for s in ACTIVE]}, "deleting_at": None}
     queued = 0
     async for raw in Video.get_motor_collection().find(active, {"_id": 1}):
         queued += await enqueue_processing(redis, raw["_id"])
@@ -116,6 +121,7 @@ async def housekeeping(wctx: WorkerContext) -> None:
         try:
             await dispatch_stranded(wctx["dispatcher"], finish_delete)
             await requeue_pending(wctx["dispatcher"])
+            await expire_log()
         except (PyMongoError, RedisError, OSError) as exc:
             log.warning("could not look for undelivered webhook events: %s", exc)
         await asyncio.sleep(settings.requeue_interval_seconds)

@@ -66,7 +66,12 @@ class VideoService:
         event: WebhookEventType | None = None,
     ) -> Video | None:
         """Apply `fields` if the video is in one of `expect`; publish and return the new state."""
-        query: dict[str, Any] = {"_id": video_id, "status": {"$in": [s.value for s in expect]}}
+        # A video being deleted (`delete`'s first step done) changes no more.
+        query: dict[str, Any] = {
+            "_id": video_id,
+            "status": {"$in": [s.value for s in expect]},
+            "deleting_at": None,
+        }
         query.update(extra_filter or {})
         update: dict[str, Any] = {
             "$set": {**fields, "updated_at": now()},

@@ -32,6 +32,7 @@ from clipo_gql.models import (
 from clipo_gql.settings import Settings
 from clipo_gql.ssrf import AddressPolicy
 from clipo_gql.webhooks import endpoints
+from clipo_gql.webhooks.dispatch import expire_log
 from clipo_gql.webhooks.events import new_event
 from tests.clips import Clips
 from tests.conftest import Server, run_server
@@ -141,15 +142,18 @@ async def test_events_are_signed_as_standard_webhooks(server: Server, clips: Cli
         video_id = await uploaded(server, clips)
         created_event, ready = await receiver.wait_for(2)
         for request in (created_event, ready):
-            assert request.method == "POST" and request.path == "/hook"
+            assert request.method == "POST"
+            assert request.path == "/hook"
             assert request.headers["content-type"] == "application/json"
             assert request.headers["webhook-signature"].startswith("v1,")
         first, second = verified(secret, created_event), verified(secret, ready)
-        assert first["type"] == "video.created" and second["type"] == "video.ready"
+        assert first["type"] == "video.created"
+        assert second["type"] == "video.ready"
         assert first["data"]["video"]["id"] == second["data"]["video"]["id"] == video_id
         assert first["data"]["video"]["status"] == "PENDING"
         video = second["data"]["video"]
-        assert video["status"] == "DONE" and video["durationText"] == "00:00:02"
+        assert video["status"] == "DONE"
+        assert video["durationText"] == "00:00:02"
         assert video["streamUrl"] == f"{server.url}/stream/{video_id}"
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", second["timestamp"])
         assert created_event.headers["webhook-id"] != ready.headers["webhook-id"]
@@ -201,8 +205,10 @@ async def test_a_flaky_receiver_gets_the_same_event_until_it_answers_2xx(
         for request in requests:
             verified(created["secret"], request)
         (delivery,) = await settled(server, created["endpoint"]["id"])
-        assert delivery["status"] == "DELIVERED" and delivery["attempts"] == 3
-        assert delivery["lastStatusCode"] == 204 and delivery["lastError"] is None
+        assert delivery["status"] == "DELIVERED"
+        assert delivery["attempts"] == 3
+        assert delivery["lastStatusCode"] == 204
+        assert delivery["lastError"] is None
 
 
 async def test_a_dead_receiver_is_failed_after_the_schedule(server: Server, clips: Clips):
@@ -223,7 +229,8 @@ async def test_a_receiver_that_is_not_there(server: Server, clips: Clips):
     created = await create_endpoint(server, url, ["VIDEO_CREATED"])
     await uploaded(server, clips)
     (delivery,) = await settled(server, created["endpoint"]["id"])
-    assert delivery["status"] == "FAILED" and delivery["lastStatusCode"] is None
+    assert delivery["status"] == "FAILED"
+    assert delivery["lastStatusCode"] is None
     assert delivery["lastError"] == "Could not connect: the connection was refused"
 
 
@@ -244,7 +251,7 @@ async def test_a_receiver_that_hangs_times_out_and_delays_nobody_else(
             quick = await create_endpoint(server, fine.url, ["VIDEO_CREATED"])
             started = asyncio.get_running_loop().time()
             await uploaded(server, clips)
-            await fine.wait_for(1, timeout=5)
+            await fine.wait_for(1, within=5)
             # Not after the hanging attempts' timeouts: it had a slot of its own.
             assert asyncio.get_running_loop().time() - started < 1.0
             (delivery,) = await settled(server, quick["endpoint"]["id"])
@@ -265,7 +272,8 @@ async def test_redirects_are_not_followed(server: Server, clips: Clips):
         created = await create_endpoint(server, receiver.url, ["VIDEO_CREATED"])
         await uploaded(server, clips)
         (delivery,) = await settled(server, created["endpoint"]["id"])
-        assert delivery["status"] == "FAILED" and delivery["lastStatusCode"] == 302
+        assert delivery["status"] == "FAILED"
+        assert delivery["lastStatusCode"] == 302
         assert "redirects are not followed" in delivery["lastError"]
         assert {r.path for r in receiver.received} == {"/hook"}
 
@@ -285,7 +293,8 @@ async def test_redeliver_sends_the_same_event_again(server: Server, clips: Clips
             if delivery["attempts"] == 2:
                 break
             await asyncio.sleep(0.05)
-        assert delivery["status"] == "DELIVERED" and delivery["attempts"] == 2
+        assert delivery["status"] == "DELIVERED"
+        assert delivery["attempts"] == 2
 
 
 async def test_a_deleted_endpoint_gets_nothing_more(server: Server, clips: Clips):
@@ -352,7 +361,8 @@ async def test_a_name_that_moved_inside_our_network_is_refused_at_delivery(
             )  # fmt: skip
             await uploaded(server, clips)
             (delivery,) = await settled(server, str(endpoint.id))
-            assert delivery["status"] == "FAILED" and delivery["attempts"] == 2
+            assert delivery["status"] == "FAILED"
+            assert delivery["attempts"] == 2
             assert delivery["lastError"] == (
                 "localhost resolves to a loopback address (127.0.0.1), which is not allowed"
             )
@@ -378,7 +388,8 @@ async def test_events_go_only_to_the_owners_endpoints(
             video_id = await uploaded(server, clips, **alice)
             (ready,) = await alices.wait_for(1)
             video = verified(mine["secret"], ready)["data"]["video"]
-            assert video["id"] == video_id and video["ownerId"] == "alice"
+            assert video["id"] == video_id
+            assert video["ownerId"] == "alice"
             assert re.search(r"[?&]token=", video["streamUrl"])  # signed, as auth is on
             stream = await server.http.get(video["streamUrl"].removeprefix(server.url))
             assert stream.status_code == 200
@@ -453,12 +464,28 @@ async def test_events_a_crash_left_in_the_outbox_are_dispatched_by_the_periodic_
                 if left == 0 and await Video.get(half_deleted.id) is None:
                     break
                 await asyncio.sleep(0.05)
-            assert left == 0 and await Video.get(half_deleted.id) is None
+            assert left == 0
+            assert await Video.get(half_deleted.id) is None
             await asyncio.sleep(0.5)  # more passes: dispatched once
             assert len(receiver.received) == 2
 
 
 async def test_the_delivery_log_expires(server: Server):
+    def entry(expires_in: float) -> WebhookDelivery:
+        return WebhookDelivery(
+            endpoint_id=ObjectId(), owner_id="anonymous", event_id=f"msg_{ObjectId()}",
+            event_type=WebhookEventType.VIDEO_READY, body="{}",
+            expires_at=now() + timedelta(seconds=expires_in),
+        )  # fmt: skip
+
+    old, recent = entry(-1), entry(3600)
+    for delivery in (old, recent):
+        await delivery.insert()
     indexes = await WebhookDelivery.get_motor_collection().index_information()
-    ttl = [i for i in indexes.values() if "expireAfterSeconds" in i]
-    assert [(list(i["key"]), i["expireAfterSeconds"]) for i in ttl] == [([("expires_at", 1)], 0)]
+    (expiry,) = [i for i in indexes.values() if list(i["key"]) == [("expires_at", 1)]]
+    # MongoDB (and the stand-in) expire by the TTL index; FerretDB 1.24 has none, so the
+    # workers' pass removes them (indexes.py).
+    if "expireAfterSeconds" in expiry:
+        assert expiry["expireAfterSeconds"] == 0
+    await expire_log()
+    assert [d.id for d in await WebhookDelivery.find_all().to_list()] == [recent.id]

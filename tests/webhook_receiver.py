@@ -51,7 +51,8 @@ class Receiver:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._arrived = asyncio.Condition()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -68,26 +69,24 @@ class Receiver:
         raise RuntimeError(f"no free port in {PORTS}")
 
     async def stop(self) -> None:
+        # Not by cancelling the connections' tasks: asyncio logs those as errors.
+        self._stopping.set()
         if self._server is not None:
             self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        for writer in list(self._writers):
+            writer.close()
         if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
 
-    async def wait_for(self, count: int, timeout: float = 30) -> list[Received]:
+    async def wait_for(self, count: int, within: float = 30) -> list[Received]:
         """The first `count` requests, once they have arrived."""
-        async with asyncio.timeout(timeout), self._arrived:
+        async with asyncio.timeout(within), self._arrived:
             await self._arrived.wait_for(lambda: len(self.received) >= count)
         return self.received[:count]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
+        self._writers.add(writer)
         try:
             while True:
                 request = await _read(reader)
@@ -99,7 +98,8 @@ class Receiver:
                 answer = self.behave(request)
                 if isinstance(answer, int):
                     if answer == HANG:
-                        await asyncio.Event().wait()
+                        await self._stopping.wait()
+                        return
                     answer = Answer(status=answer)
                 head = [f"HTTP/1.1 {answer.status} X", f"Content-Length: {len(answer.body)}"]
                 head += [f"{k}: {v}" for k, v in answer.headers.items()]
@@ -108,7 +108,7 @@ class Receiver:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            self._tasks.discard(task)
+            self._writers.discard(writer)
             writer.close()
 
 

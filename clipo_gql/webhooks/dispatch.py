@@ -30,6 +30,7 @@ from clipo_gql.models import (
 from clipo_gql.ops.metrics import WEBHOOK_EVENTS, WEBHOOK_PENDING
 from clipo_gql.settings import Settings
 from clipo_gql.webhooks import events
+from clipo_gql.webhooks.events import outbox_push
 from clipo_gql.webhooks.jobs import enqueue_delivery
 
 log = logging.getLogger(__name__)
@@ -58,9 +59,11 @@ class Dispatcher:
         endpoints = await WebhookEndpoint.find({"owner_id": video.owner_id}).to_list()
         for event in video.webhook_outbox:
             await self._fan_out(video, event, endpoints)
+        # The very entries dispatched, by value: one pushed meanwhile stays. ($pullAll, not
+        # $pull with a condition, which FerretDB 1.24 takes for a value to match.)
+        dispatched = [outbox_push(e)["webhook_outbox"] for e in video.webhook_outbox]
         await Video.get_motor_collection().update_one(
-            {"_id": video.id},
-            {"$pull": {"webhook_outbox": {"id": {"$in": [e.id for e in video.webhook_outbox]}}}},
+            {"_id": video.id}, {"$pullAll": {"webhook_outbox": dispatched}}
         )
 
     async def _fan_out(
@@ -145,3 +148,12 @@ async def requeue_pending(dispatcher: Dispatcher) -> int:
             dispatcher.redis, settings, ObjectId(raw["_id"]), int(raw["attempts"])
         )
     return queued
+
+
+async def expire_log() -> int:
+    """Remove the delivery log entries past their `expires_at`. MongoDB's TTL index does this
+    by itself; FerretDB 1.24 has none (indexes.py), so the periodic pass does it there."""
+    result = await WebhookDelivery.get_motor_collection().delete_many(
+        {"expires_at": {"$lt": now()}}
+    )
+    return int(result.deleted_count)
