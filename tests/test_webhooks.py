@@ -15,13 +15,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from bson import ObjectId
+from bson import ObjectId, json_util
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from standardwebhooks.webhooks import Webhook
 
 from clipo_gql.auth.principal import Principal
 from clipo_gql.auth.tokens import mint
+from clipo_gql.connections import create_redis
 from clipo_gql.models import (
     Video,
     VideoSource,
@@ -34,8 +35,10 @@ from clipo_gql.ssrf import AddressPolicy
 from clipo_gql.webhooks import endpoints
 from clipo_gql.webhooks.dispatch import expire_log
 from clipo_gql.webhooks.events import new_event
+from clipo_gql.webhooks.jobs import enqueue_delivery
 from tests.clips import Clips
 from tests.conftest import Server, run_server
+from tests.hardening.test_crash_recovery import spawn_worker
 from tests.webhook_receiver import ALLOWED_PORTS, HANG, Answer, receiving
 
 pytestmark = pytest.mark.timeout(120)
@@ -314,6 +317,66 @@ async def test_a_deleted_endpoint_gets_nothing_more(server: Server, clips: Clips
         assert len(receiver.received) == 1
         gone = await server.gql(DELIVERIES, id=endpoint_id)
         assert gone["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+async def test_a_worker_killed_mid_delivery_delivers_again(settings: Settings, redis: Redis):
+    """At least once: the attempt a SIGKILLed worker was making runs again elsewhere."""
+    hooks = hooks_settings(settings)
+    answers = iter([HANG])
+    async with receiving(lambda _: next(answers, 200)) as receiver:
+        async for _server in run_server(hooks, worker=False):
+            endpoint = await endpoints.create(
+                hooks, Principal(owner_id="anonymous", admin=False), receiver.url, None,
+                "http://clipo.test",
+            )  # fmt: skip
+            assert endpoint.id is not None
+            delivery = WebhookDelivery(
+                endpoint_id=endpoint.id, owner_id="anonymous", event_id=f"msg_{ObjectId()}",
+                event_type=WebhookEventType.VIDEO_READY, body='{"type":"video.ready"}',
+                expires_at=now() + timedelta(days=1),
+            )  # fmt: skip
+            await delivery.insert()
+            database = WebhookDelivery.get_motor_collection().database
+            seed = json_util.dumps(
+                {
+                    name: await database[name].find().to_list(None)
+                    for name in ("webhook_endpoints", "webhook_deliveries")
+                }
+            )
+            env = {
+                "CLIPO_TEST_SEED_DOCUMENTS": seed,
+                "URL_FETCH_ALLOW_PRIVATE": "true",
+                "URL_FETCH_ALLOWED_PORTS": ALLOWED_PORTS,
+                "WEBHOOK_RETRY_SCHEDULE": hooks.webhook_retry_schedule,
+            }
+            queue = await create_redis(hooks)
+            try:
+                await enqueue_delivery(queue, hooks, delivery.id, 0)
+            finally:
+                await queue.aclose()
+            first = spawn_worker(hooks, "", **env)
+            try:
+                (hanging,) = await receiver.wait_for(1)
+            finally:
+                first.kill()
+                first.wait()
+            second = spawn_worker(hooks, "", **env)
+            try:
+                _, again = await receiver.wait_for(2, within=60)
+            finally:
+                second.terminate()
+                second.wait(20)
+            assert again.headers["webhook-id"] == hanging.headers["webhook-id"] == delivery.event_id
+            assert verified(endpoint.secret, again) == {"type": "video.ready"}
+            if hooks.mongodb_url:  # a database both processes share: the attempt is recorded
+                for _ in range(100):
+                    stored = await WebhookDelivery.get(delivery.id)
+                    if stored is not None and stored.status == "DELIVERED":
+                        break
+                    await asyncio.sleep(0.05)
+                assert stored is not None
+                assert stored.status == "DELIVERED"
+                assert stored.attempts == 1
 
 
 # -- the SSRF policy: at creation, and again at every delivery -----------------------------

@@ -104,11 +104,11 @@ class WebhookQuery:
     async def webhook_deliveries(
         self, info: Info, endpoint_id: strawberry.ID, first: int | None = 20
     ) -> list[WebhookDelivery]:
+        oid = parse_id(str(_id(endpoint_id, "endpoint")))
+        assert oid is not None
         first = 20 if first is None else first
         if not 0 <= first <= MAX_DELIVERIES:
             raise BadUserInputError(f"`first` must be from 0 to {MAX_DELIVERIES}")
-        oid = parse_id(str(_id(endpoint_id, "endpoint")))
-        assert oid is not None
         endpoint = await endpoints.find(info.context.principal, oid)
         if endpoint is None:
             raise NotFoundError("No webhook endpoint with this id")

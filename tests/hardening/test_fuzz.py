@@ -597,3 +597,64 @@ async def test_a_malformed_request_body_gets_a_json_error(server: Server, conten
     assert response.headers["content-type"] == "application/json", response.text
     errors = response.json()["errors"]
     assert [e["extensions"]["code"] for e in errors] == ["BAD_USER_INPUT"]
+
+
+CREATE_ENDPOINT = "mutation($url: String!, $events: [WebhookEventType!]) { createWebhookEndpoint(url: $url, events: $events) { secret endpoint { id } } }"  # noqa: E501
+ENDPOINTS = "{ webhookEndpoints { id } }"
+DELETE_ENDPOINT = "mutation($id: ID!) { deleteWebhookEndpoint(id: $id) }"
+DELIVERIES = (
+    "query($id: ID!, $first: Int) { webhookDeliveries(endpointId: $id, first: $first) { id } }"
+)
+REDELIVER = "mutation($id: ID!) { redeliverWebhook(deliveryId: $id) { id } }"
+EVENT_TYPES = ["VIDEO_CREATED", "VIDEO_READY", "VIDEO_FAILED", "VIDEO_DELETED"]
+
+
+async def test_webhook_endpoints_refuse_and_never_connect(server: Server, trap: Trap):
+    """The `submitVideo` URL rules, at creation: nothing is stored, nothing is contacted."""
+    urls = typed(st.one_of(url_strategy(trap.port), strings), st.one_of(junk, ints32, huge_ints))
+    events = typed(
+        st.one_of(st.none(), st.lists(st.sampled_from(EVENT_TYPES), max_size=6)),
+        st.one_of(strings, ints32, st.lists(strings, min_size=1, max_size=2)),
+    )
+
+    @hypothesis.settings(FUZZ, max_examples=200)
+    @given(urls, events)
+    def run(client: httpx.Client, url: tuple[Any, bool], kinds: tuple[Any, bool]) -> None:
+        answer = post(client, CREATE_ENDPOINT, {"url": url[0], "events": kinds[0]})
+        if answer is None or not (url[1] and kinds[1]):
+            return
+        assert answer.body["data"] is None, answer.body
+        assert answer.codes == ["FORBIDDEN_URL"], (url, answer.body)
+
+    def run_and_count(client: httpx.Client) -> None:
+        run(client)
+        listed = post(client, ENDPOINTS)
+        assert listed is not None
+        assert listed.body == {"data": {"webhookEndpoints": []}}, "a refused URL was stored"
+
+    await fuzz(server, run_and_count)
+    await asyncio.sleep(0.3)
+    assert trap.connections == [], "the server connected to loopback"
+
+
+async def test_webhook_ids_and_pages(server: Server):
+    firsts = typed(st.one_of(st.none(), ints32), st.one_of(strings, huge_ints, junk))
+
+    @FUZZ
+    @given(ids, firsts, st.sampled_from([DELETE_ENDPOINT, DELIVERIES, REDELIVER]))
+    def run(client: httpx.Client, case: tuple[Any, bool], first: tuple[Any, bool], query: str):
+        variables = {"id": case[0], **({"first": first[0]} if query == DELIVERIES else {})}
+        answer = post(client, query, variables)
+        if answer is None or not case[1] or (query == DELIVERIES and not first[1]):
+            return
+        if not well_formed_id(case[0]):
+            assert answer.codes == ["BAD_USER_INPUT"], answer.body
+            assert answer.errors[0]["message"].startswith("Malformed"), answer.body
+        elif query == DELETE_ENDPOINT:
+            assert answer.body == {"data": {"deleteWebhookEndpoint": False}}, answer.body
+        elif query == DELIVERIES and first[0] is not None and not 0 <= first[0] <= 100:
+            assert answer.codes == ["BAD_USER_INPUT"], answer.body
+        else:
+            assert answer.codes == ["NOT_FOUND"], answer.body
+
+    await fuzz(server, run)
