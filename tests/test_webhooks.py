@@ -39,6 +39,7 @@ from clipo_gql.webhooks.jobs import enqueue_delivery
 from tests.clips import Clips
 from tests.conftest import Server, run_server
 from tests.hardening.test_crash_recovery import spawn_worker
+from tests.test_ops import scrape, value
 from tests.webhook_receiver import ALLOWED_PORTS, HANG, Answer, receiving
 
 pytestmark = pytest.mark.timeout(120)
@@ -552,3 +553,29 @@ async def test_the_delivery_log_expires(server: Server):
         assert expiry["expireAfterSeconds"] == 0
     await expire_log()
     assert [d.id for d in await WebhookDelivery.find_all().to_list()] == [recent.id]
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+async def test_metrics_count_deliveries_by_outcome_and_attempt(server: Server, clips: Clips):
+    before = await scrape(server.http)
+    answers = iter([500])
+    async with receiving(lambda _: next(answers, 200)) as receiver:
+        created = await create_endpoint(server, receiver.url, ["VIDEO_CREATED"])
+        await uploaded(server, clips)
+        await settled(server, created["endpoint"]["id"])
+    after = await scrape(server.http)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert grew("clipo_webhook_events_total", type="video.created") == 1
+    assert grew("clipo_webhook_deliveries_total", outcome="retried", attempt="1") == 1
+    assert grew("clipo_webhook_deliveries_total", outcome="delivered", attempt="2") == 1
+    assert grew("clipo_webhook_delivery_latency_seconds_count") == 1
+    assert grew("clipo_webhook_delivery_latency_seconds_sum") >= 0.2  # the retry's delay
+    # No label names an endpoint, an owner or an id.
+    for name, labels in after:
+        if name.startswith("clipo_webhook"):
+            assert {k for k, _ in labels} <= {"type", "outcome", "attempt", "le"}, name

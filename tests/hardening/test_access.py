@@ -161,6 +161,9 @@ async def test_every_operation_needs_a_credential(api: Server):
         "{ me { ownerId } }",
         PAGE,
         'mutation { deleteVideo(id: "6b0269d6ac40a7b6d6c5976d") }',
+        "{ webhookEndpoints { id } }",
+        'mutation { createWebhookEndpoint(url: "https://example.com/") { secret } }',
+        'mutation { redeliverWebhook(deliveryId: "6b0269d6ac40a7b6d6c5976d") { id } }',
     ):
         response = await gql(api, query, None)
         assert response.status_code == 401, response.text
