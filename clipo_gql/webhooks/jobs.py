@@ -27,6 +27,8 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 from bson import ObjectId
 from pymongo import ReturnDocument
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
 
 from clipo_gql.connections import redis_settings
 from clipo_gql.job_lease import hold_lease, stop
@@ -49,6 +51,7 @@ MAX_TRIES = 100_000
 LEASE_SECONDS = 5.0
 # A job early by more than this is a duplicate of one queued for later: it leaves it be.
 EARLY_SLACK = timedelta(seconds=1)
+OUTAGE_DELAY_SECONDS = 2.0
 
 # A sorted set of slot holders per endpoint, scored by when their lease ends.
 _ACQUIRE = """
@@ -101,7 +104,16 @@ async def enqueue_delivery(
 
 async def deliver_webhook(ctx: dict[str, Any], delivery_id: str, attempt: int) -> None:
     """Make the attempt that follows `attempt` earlier ones, if that is still to be made."""
-    wctx = cast(WebhookContext, ctx)
+    try:
+        await _deliver(cast(WebhookContext, ctx), ctx["job_id"], delivery_id, attempt)
+    except (PyMongoError, RedisError, OSError) as exc:
+        # An outage: soon again, not after the periodic pass finds the delivery overdue. If
+        # it struck after the POST, the receiver gets the event twice (at least once).
+        log.warning("webhook delivery %s: %r; trying again shortly", delivery_id, exc)
+        raise Retry(defer=OUTAGE_DELAY_SECONDS) from exc
+
+
+async def _deliver(wctx: WebhookContext, arq_job_id: str, delivery_id: str, attempt: int) -> None:
     oid = parse_id(delivery_id)
     delivery = None if oid is None else await WebhookDelivery.get(oid)
     if delivery is None or delivery.status is not WebhookDeliveryStatus.PENDING:
@@ -131,7 +143,7 @@ async def deliver_webhook(ctx: dict[str, Any], delivery_id: str, attempt: int) -
     )
     if not held:
         raise Retry(defer=random.uniform(0.05, 0.25))
-    lease = asyncio.create_task(hold_lease(redis, ctx["job_id"], LEASE_SECONDS))
+    lease = asyncio.create_task(hold_lease(redis, arq_job_id, LEASE_SECONDS))
     try:
         outcome = await wctx["sender"].send(
             endpoint.url, endpoint.secret, delivery.event_id, delivery.body

@@ -20,6 +20,7 @@ import httpx
 import pytest
 from bson import ObjectId
 from redis.asyncio import Redis
+from standardwebhooks.webhooks import Webhook
 
 from clipo_gql.settings import Settings
 from clipo_gql.tus.lock import lock_key
@@ -44,6 +45,7 @@ from tests.topology.topology import (
     load_compose,
     media_files,
 )
+from tests.webhook_receiver import receiving
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -442,3 +444,44 @@ async def test_an_upload_cut_on_one_api_is_resumed_on_the_other_and_done_once(
         await api1.aclose()
         await api2.aclose()
         await redis.aclose()
+
+
+CREATE_ENDPOINT = """mutation($url: String!) {
+  createWebhookEndpoint(url: $url, events: [VIDEO_CREATED, VIDEO_READY]) { secret endpoint { id } }
+}"""
+
+
+async def test_webhooks_are_sent_by_the_worker_processes_and_verified(topo: Topology, clips: Clips):
+    """The endpoint made through one API, the video through the other, `video.ready` sent by
+    whichever worker process finished it, each event once, signed with the secret shown."""
+    headers = topo.headers()
+    async with (
+        receiving() as receiver,
+        httpx.AsyncClient(base_url=topo.api_urls[1], timeout=60, headers=headers) as second,
+        httpx.AsyncClient(base_url=topo.api_urls[0], timeout=60, headers=headers) as first,
+    ):
+        created = await gql(second, CREATE_ENDPOINT, url=receiver.url)
+        made = created["data"]["createWebhookEndpoint"]
+        video_id = await upload_id(first, clips.h264_aac, "hooked.mp4")
+        try:
+            requests = await receiver.wait_for(2, within=60)
+        except TimeoutError:
+            raise AssertionError([(p.name, p.tail(60)) for p in topo.apps]) from None
+        events = [Webhook(made["secret"]).verify(r.body, r.headers) for r in requests]
+        assert sorted(e["type"] for e in events) == ["video.created", "video.ready"]
+        assert {e["data"]["video"]["id"] for e in events} == {video_id}
+        ready = next(e for e in events if e["type"] == "video.ready")["data"]["video"]
+        # The absolute URLs are the ones the endpoint was created through, and signed.
+        assert ready["streamUrl"].startswith(f"{topo.api_urls[1]}/stream/{video_id}?")
+        assert (
+            await first.get(ready["streamUrl"].removeprefix(topo.api_urls[1]))
+        ).status_code == 200
+        query = "query($id: ID!) { webhookDeliveries(endpointId: $id) { status attempts } }"
+        for _ in range(100):
+            log = (await gql(first, query, id=made["endpoint"]["id"]))["data"]["webhookDeliveries"]
+            if [d["status"] for d in log] == ["DELIVERED", "DELIVERED"]:
+                break
+            await asyncio.sleep(0.05)
+        assert log == [{"status": "DELIVERED", "attempts": 1}] * 2
+        await asyncio.sleep(1.0)
+        assert len(receiver.received) == 2

@@ -40,11 +40,14 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 # Set for every app process on top of compose.yaml's environment.
+from tests.webhook_receiver import ALLOWED_PORTS as RECEIVER_PORTS  # noqa: E402
+
 TEST_ENVIRONMENT = {
     # A killed worker's job is taken over after this lease (30 s by default).
     "JOB_LEASE_SECONDS": "3",
-    # URL submissions go to a file server on loopback.
+    # URL submissions go to a file server on loopback, webhooks to receivers there.
     "URL_FETCH_ALLOW_PRIVATE": "true",
+    "URL_FETCH_ALLOWED_PORTS": f"80,443,8080,8443,{RECEIVER_PORTS}",
     # The processes log at INFO; keep their output readable for a failure's report.
     "PYTHONUNBUFFERED": "1",
     # The tests' load comes from one owner and one address: above the per-owner defaults.
