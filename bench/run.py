@@ -41,6 +41,7 @@ MODULES = [
     ("bench.b13_ladder_end_to_end", {13}),
     ("bench.b14_segments", {14}),
     ("bench.b15_tus", {15, 16}),
+    ("bench.b17_webhooks", {17, 18}),
 ]
 
 

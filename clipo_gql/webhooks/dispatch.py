@@ -14,8 +14,9 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
 from bson import ObjectId
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 from redis.exceptions import RedisError
 
 from clipo_gql.auth.media_links import MediaLinks
@@ -31,11 +32,18 @@ from clipo_gql.ops.metrics import WEBHOOK_EVENTS, WEBHOOK_PENDING
 from clipo_gql.settings import Settings
 from clipo_gql.webhooks import events
 from clipo_gql.webhooks.events import outbox_push
-from clipo_gql.webhooks.jobs import enqueue_delivery
+from clipo_gql.webhooks.jobs import (
+    Due,
+    enqueue_deliveries,
+    enqueue_delivery,
+    event_job_id,
+    job_id,
+)
 
 log = logging.getLogger(__name__)
 
 BATCH = 500
+DUPLICATE_KEY = 11000
 # VideoService.remove: the second step of a delete.
 FinishDelete = Callable[[ObjectId], Awaitable[object]]
 
@@ -70,42 +78,48 @@ class Dispatcher:
         self, video: Video, event: OutboxEntry, endpoints: list[WebhookEndpoint]
     ) -> None:
         bodies: dict[str, str] = {}
+        deliveries = []
         for endpoint in endpoints:
             if event.type not in endpoint.events:
                 continue
+            assert endpoint.id is not None
             base_url = self.settings.public_base_url or endpoint.base_url
             body = bodies.get(base_url)
             if body is None:
                 body = bodies[base_url] = events.body(video, event, base_url, self.links)
-            delivery = await self._delivery(endpoint, event, body)
-            if delivery is not None:
-                await enqueue_delivery(self.redis, self.settings, delivery.id, delivery.attempts)
+            deliveries.append(
+                WebhookDelivery(
+                    endpoint_id=endpoint.id,
+                    owner_id=endpoint.owner_id,
+                    event_id=event.id,
+                    event_type=event.type,
+                    body=body,
+                    event_at=event.at,
+                    expires_at=now()
+                    + timedelta(seconds=self.settings.webhook_log_retention_seconds),
+                )  # fmt: skip
+            )
+        if deliveries:
+            due = await self._store(event, deliveries)
+            if due:
+                await enqueue_deliveries(self.redis, self.settings, due, event_job_id(event.id))
         WEBHOOK_EVENTS.labels(event.type.value).inc()
 
-    async def _delivery(
-        self, endpoint: WebhookEndpoint, event: OutboxEntry, body: str
-    ) -> WebhookDelivery | None:
-        """The new delivery, or the one an earlier dispatch made if it is still pending."""
-        assert endpoint.id is not None
-        delivery = WebhookDelivery(
-            endpoint_id=endpoint.id,
-            owner_id=endpoint.owner_id,
-            event_id=event.id,
-            event_type=event.type,
-            body=body,
-            event_at=event.at,
-            expires_at=now() + timedelta(seconds=self.settings.webhook_log_retention_seconds),
-        )
+    async def _store(self, event: OutboxEntry, deliveries: list[WebhookDelivery]) -> Due:
+        """Insert the deliveries; what is due of them, with those an earlier dispatch of the
+        event made (a unique index on event and endpoint) that are still pending."""
+        collection = WebhookDelivery.get_motor_collection()
+        documents = [d.model_dump(by_alias=True, exclude={"id"}) | {"_id": ObjectId()}
+                     for d in deliveries]  # fmt: skip
         try:
-            await delivery.insert()
-            return delivery
-        except DuplicateKeyError:
-            found = await WebhookDelivery.find_one(
-                {"event_id": event.id, "endpoint_id": endpoint.id}
-            )
-            if found is None or found.status is not WebhookDeliveryStatus.PENDING:
-                return None
-            return found
+            await collection.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+            pending = WebhookDeliveryStatus.PENDING.value
+            found = collection.find({"event_id": event.id, "status": pending})
+            return {str(raw["_id"]): int(raw["attempts"]) async for raw in found}
+        return {str(doc["_id"]): 0 for doc in documents}
 
 
 async def dispatch_stranded(dispatcher: Dispatcher, finish_delete: FinishDelete) -> int:
@@ -131,22 +145,25 @@ async def dispatch_stranded(dispatcher: Dispatcher, finish_delete: FinishDelete)
 
 
 async def requeue_pending(dispatcher: Dispatcher) -> int:
-    """Queue again the pending deliveries overdue by the grace (their job was lost with
+    """Queue again the pending deliveries overdue by the grace whose job is gone (lost with
     Redis's data, or a process died between recording an attempt and queueing the next);
-    a job still queued under the same id is left as it is. Also sets the pending gauge."""
-    settings = dispatcher.settings
+    one whose job is still queued or running (its event's, or its own) is left to it. Also
+    sets the pending gauge."""
+    settings, redis = dispatcher.settings, dispatcher.redis
     collection = WebhookDelivery.get_motor_collection()
     pending = {"status": WebhookDeliveryStatus.PENDING.value}
     WEBHOOK_PENDING.set(await collection.count_documents(pending))
     cutoff = now() - timedelta(seconds=settings.webhook_dispatch_grace_seconds)
     overdue = collection.find(
-        {**pending, "next_attempt_at": {"$lt": cutoff}}, {"_id": 1, "attempts": 1}
+        {**pending, "next_attempt_at": {"$lt": cutoff}}, {"_id": 1, "attempts": 1, "event_id": 1}
     ).limit(BATCH)
     queued = 0
     async for raw in overdue:
-        queued += await enqueue_delivery(
-            dispatcher.redis, settings, ObjectId(raw["_id"]), int(raw["attempts"])
-        )
+        delivery_id, attempts = ObjectId(raw["_id"]), int(raw["attempts"])
+        jobs = [job_id(delivery_id, attempts), event_job_id(str(raw["event_id"]))]
+        if await redis.exists(*(job_key_prefix + j for j in jobs)):
+            continue
+        queued += await enqueue_delivery(redis, settings, delivery_id, attempts)
     return queued
 
 

@@ -1,15 +1,18 @@
-"""Delivering: the `deliver_webhook` job, its retry schedule, and the worker that runs it.
+"""Delivering: the `deliver_webhooks` job, the retry schedule, and the worker that runs it.
 
 Deliveries have their own arq queue and worker (started beside each processing worker), so
-a backlog of either never waits behind the other. One job is one attempt; a failed attempt
-queues the next after the schedule's delay (its job id names the attempt, so queueing it
-twice is a no-op), and the last failure marks the delivery FAILED. A worker killed mid-
-attempt loses its short lease, and the job runs again: at least once.
+a backlog of either never waits behind the other. An event's first attempts, one per
+endpoint, are one job that makes them side by side (one read and one write for all of
+them, where a job per delivery cost the queue and the database more than the POST); each
+retry is a job of its own. A failed attempt queues the next after the schedule's delay (its
+job id names the attempt, so queueing it twice is a no-op), and the last failure marks the
+delivery FAILED. A worker killed mid-attempt loses its short lease, and the job runs again:
+at least once.
 
 At most WEBHOOK_ENDPOINT_CONCURRENCY attempts to one endpoint run at once, counted in Redis
-across processes: a job that finds no free slot steps back for a moment (arq's Retry, which
-leaves the worker's slot to someone else's delivery), so a slow receiver cannot take over
-the WEBHOOK_CONCURRENCY slots of a worker.
+across processes, and WEBHOOK_CONCURRENCY POSTs per process: an attempt whose endpoint has
+no free slot is not waited for but queued on its own a moment later, so a slow receiver
+holds a few slots, never the worker.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from clipo_gql.webhooks.sender import Outcome, Sender
 
 log = logging.getLogger(__name__)
 
-DELIVER_WEBHOOK = "deliver_webhook"
+DELIVER_WEBHOOKS = "deliver_webhooks"
 # Retries for a free slot are arq tries too: far more than any schedule needs.
 MAX_TRIES = 100_000
 LEASE_SECONDS = 5.0
@@ -69,10 +72,21 @@ class WebhookContext(TypedDict):
     redis: ArqRedis
     settings: Settings
     sender: Sender
+    # POSTs in flight in this process: WEBHOOK_CONCURRENCY.
+    sending: asyncio.Semaphore
+
+
+# Which attempt a job makes of each of its deliveries: delivery id -> attempts made before.
+Due = dict[str, int]
 
 
 def job_id(delivery_id: ObjectId, attempt: int) -> str:
     return f"webhook:{delivery_id}:{attempt}"
+
+
+def event_job_id(event_id: str) -> str:
+    """The job of an event's first attempts, one per endpoint, made side by side."""
+    return f"webhook-event:{event_id}"
 
 
 def redelivery_job_id(delivery_id: ObjectId, attempt: int) -> str:
@@ -85,110 +99,149 @@ def slots_key(settings: Settings, endpoint_id: ObjectId) -> str:
     return f"{settings.redis_prefix}:webhook-slots:{endpoint_id}"
 
 
-async def enqueue_delivery(
-    redis: ArqRedis, settings: Settings, delivery_id: ObjectId | None, attempt: int,
-    delay: float = 0.0, arq_job_id: str | None = None,
-) -> bool:  # fmt: skip
-    """Queue the attempt that follows `attempt` earlier ones; False if its job is queued."""
-    assert delivery_id is not None
+async def enqueue_deliveries(
+    redis: ArqRedis, settings: Settings, due: Due, arq_job_id: str, delay: float = 0.0
+) -> bool:
+    """Queue a job making the attempts in `due`; False if a job of that id is queued."""
     job = await redis.enqueue_job(
-        DELIVER_WEBHOOK,
-        str(delivery_id),
-        attempt,
-        _job_id=arq_job_id or job_id(delivery_id, attempt),
+        DELIVER_WEBHOOKS,
+        due,
+        _job_id=arq_job_id,
         _queue_name=settings.webhook_queue_name,
         _defer_by=timedelta(seconds=delay) if delay > 0 else None,
     )
     return job is not None
 
 
-async def deliver_webhook(ctx: dict[str, Any], delivery_id: str, attempt: int) -> None:
-    """Make the attempt that follows `attempt` earlier ones, if that is still to be made."""
+async def enqueue_delivery(
+    redis: ArqRedis, settings: Settings, delivery_id: ObjectId | None, attempt: int,
+    delay: float = 0.0, arq_job_id: str | None = None,
+) -> bool:  # fmt: skip
+    """Queue one delivery's attempt that follows `attempt` earlier ones."""
+    assert delivery_id is not None
+    return await enqueue_deliveries(
+        redis, settings, {str(delivery_id): attempt},
+        arq_job_id or job_id(delivery_id, attempt), delay,
+    )  # fmt: skip
+
+
+async def deliver_webhooks(ctx: dict[str, Any], due: Due) -> None:
+    """Make the attempts in `due` that are still to be made, side by side."""
     try:
-        await _deliver(cast(WebhookContext, ctx), ctx["job_id"], delivery_id, attempt)
+        await _deliver(cast(WebhookContext, ctx), ctx["job_id"], due)
     except (PyMongoError, RedisError, OSError) as exc:
-        # An outage: soon again, not after the periodic pass finds the delivery overdue. If
-        # it struck after the POST, the receiver gets the event twice (at least once).
-        log.warning("webhook delivery %s: %r; trying again shortly", delivery_id, exc)
+        # An outage: soon again, not after the periodic pass finds them overdue. Attempts
+        # recorded already are skipped then; one that struck after its POST is sent twice.
+        log.warning("webhook deliveries %s: %r; trying again shortly", list(due)[:3], exc)
         raise Retry(defer=OUTAGE_DELAY_SECONDS) from exc
 
 
-async def _deliver(wctx: WebhookContext, arq_job_id: str, delivery_id: str, attempt: int) -> None:
-    oid = parse_id(delivery_id)
-    delivery = None if oid is None else await WebhookDelivery.get(oid)
-    if delivery is None or delivery.status is not WebhookDeliveryStatus.PENDING:
-        return  # delivered, given up, or its endpoint deleted meanwhile
-    if delivery.attempts != attempt:
-        return  # made already (a redelivery, or a duplicate run)
-    due = delivery.next_attempt_at
-    if due is not None and due > now() + EARLY_SLACK:
+async def _deliver(wctx: WebhookContext, arq_job_id: str, due: Due) -> None:
+    ids = [oid for oid in map(parse_id, due) if oid is not None]
+    pending = WebhookDeliveryStatus.PENDING.value
+    found = await WebhookDelivery.find({"_id": {"$in": ids}, "status": pending}).to_list()
+    late = now() + EARLY_SLACK
+    # Not made already (a redelivery, a duplicate run), and not a duplicate of a later one.
+    ready = [
+        d for d in found
+        if d.attempts == due.get(str(d.id))
+        and (d.next_attempt_at is None or d.next_attempt_at <= late)
+    ]  # fmt: skip
+    if not ready:
         return
-    endpoint = await WebhookEndpoint.get(delivery.endpoint_id)
+    wanted = list({d.endpoint_id for d in ready})
+    endpoints: dict[object, WebhookEndpoint] = {
+        e.id: e for e in await WebhookEndpoint.find({"_id": {"$in": wanted}}).to_list()
+    }
+    lease = asyncio.create_task(hold_lease(wctx["redis"], arq_job_id, LEASE_SECONDS))
+    try:
+        outcomes = await asyncio.gather(
+            *(_attempt(wctx, d, endpoints.get(d.endpoint_id)) for d in ready)
+        )
+    finally:
+        await stop(lease)
+    made = [(d, o) for d, o in zip(ready, outcomes, strict=True) if isinstance(o, Outcome)]
+    await _record(wctx, made)
+    for delivery, outcome in zip(ready, outcomes, strict=True):
+        if outcome is BUSY:
+            # Its endpoint has all its slots in use: on its own, in a moment.
+            await enqueue_delivery(
+                wctx["redis"], wctx["settings"], delivery.id, delivery.attempts,
+                random.uniform(0.05, 0.25),
+            )  # fmt: skip
+
+
+BUSY = object()
+
+
+async def _attempt(
+    wctx: WebhookContext, delivery: WebhookDelivery, endpoint: WebhookEndpoint | None
+) -> Outcome | object | None:
+    """The attempt's outcome; BUSY if the endpoint has no free slot; None without endpoint
+    (deleted meanwhile, its log with it)."""
     if endpoint is None:
-        return
-    settings = wctx["settings"]
-    redis = wctx["redis"]
+        return None
+    settings, redis = wctx["settings"], wctx["redis"]
     assert endpoint.id is not None
     key = slots_key(settings, endpoint.id)
     token = uuid.uuid4().hex
     lease_ms = int((settings.webhook_timeout_seconds + LEASE_SECONDS) * 1000)
-    held = await redis.eval(  # type: ignore[misc]
-        _ACQUIRE,
-        1,
-        key,
-        str(_ms()),
-        str(lease_ms),
-        str(settings.webhook_endpoint_concurrency),
-        token,
-    )
+    limit = settings.webhook_endpoint_concurrency
+    held = await redis.eval(_ACQUIRE, 1, key, str(_ms()), str(lease_ms), str(limit), token)  # type: ignore[misc]
     if not held:
-        raise Retry(defer=random.uniform(0.05, 0.25))
-    lease = asyncio.create_task(hold_lease(redis, arq_job_id, LEASE_SECONDS))
+        return BUSY
     try:
-        outcome = await wctx["sender"].send(
-            endpoint.url, endpoint.secret, delivery.event_id, delivery.body
-        )
+        async with wctx["sending"]:
+            return await wctx["sender"].send(
+                endpoint.url, endpoint.secret, delivery.event_id, delivery.body
+            )
     finally:
-        await stop(lease)
         await redis.zrem(key, token)
-    await _record(wctx, delivery, outcome)
 
 
-async def _record(wctx: WebhookContext, delivery: WebhookDelivery, outcome: Outcome) -> None:
-    """Store the attempt's outcome and queue the next one; a duplicate run of the same
-    attempt (at least once) finds `attempts` moved on and changes nothing."""
+async def _record(wctx: WebhookContext, made: list[tuple[WebhookDelivery, Outcome]]) -> None:
+    """Store the attempts' outcomes (one write for all) and queue the retries. A duplicate
+    run of an attempt (at least once) finds `attempts` moved on and changes nothing; the
+    retry it queues has the id of the one already queued."""
+    if not made:
+        return
     settings = wctx["settings"]
     delays = settings.webhook_delays
-    attempt = delivery.attempts + 1
-    fields: dict[str, Any] = {
-        "last_status_code": outcome.status_code,
-        "last_error": outcome.error,
-        "next_attempt_at": None,
-    }
-    delay: float | None = None
-    if outcome.delivered:
-        fields["status"] = WebhookDeliveryStatus.DELIVERED.value
-        result = "delivered"
-    elif delivery.schedule_step < len(delays):
-        delay = delays[delivery.schedule_step]
-        fields["schedule_step"] = delivery.schedule_step + 1
-        fields["next_attempt_at"] = now() + timedelta(seconds=delay)
-        result = "retried"
-    else:
-        fields["status"] = WebhookDeliveryStatus.FAILED.value
-        result = "failed"
-    stored = await WebhookDelivery.get_motor_collection().update_one(
-        {"_id": delivery.id, "attempts": delivery.attempts,
-         "status": WebhookDeliveryStatus.PENDING.value},
-        {"$set": fields, "$inc": {"attempts": 1}},
-    )  # fmt: skip
-    if stored.modified_count == 0:
-        return
-    WEBHOOK_DELIVERIES.labels(result, _attempt_label(attempt, len(delays))).inc()
-    if outcome.delivered:
-        WEBHOOK_LATENCY.observe(max(0.0, (now() - delivery.event_at).total_seconds()))
-    if delay is not None:
-        await enqueue_delivery(wctx["redis"], settings, delivery.id, attempt, delay)
+    # Deliveries with the same outcome, attempt and step share one update (a job's
+    # deliveries mostly do: one event's first attempts, all answered 2xx).
+    groups: dict[str, tuple[dict[str, Any], dict[str, Any], list[object]]] = {}
+    retries: list[tuple[WebhookDelivery, float]] = []
+    moment = now()
+    for delivery, outcome in made:
+        fields: dict[str, Any] = {
+            "last_status_code": outcome.status_code,
+            "last_error": outcome.error,
+            "next_attempt_at": None,
+        }
+        if outcome.delivered:
+            fields["status"] = WebhookDeliveryStatus.DELIVERED.value
+            result = "delivered"
+            WEBHOOK_LATENCY.observe(max(0.0, (moment - delivery.event_at).total_seconds()))
+        elif delivery.schedule_step < len(delays):
+            delay = delays[delivery.schedule_step]
+            fields["schedule_step"] = delivery.schedule_step + 1
+            fields["next_attempt_at"] = moment + timedelta(seconds=delay)
+            retries.append((delivery, delay))
+            result = "retried"
+        else:
+            fields["status"] = WebhookDeliveryStatus.FAILED.value
+            result = "failed"
+        WEBHOOK_DELIVERIES.labels(result, _attempt_label(delivery.attempts + 1, len(delays))).inc()
+        condition = {"attempts": delivery.attempts, "status": WebhookDeliveryStatus.PENDING.value}
+        key = repr((sorted(fields.items()), delivery.attempts))
+        groups.setdefault(key, (condition, fields, []))[2].append(delivery.id)
+    collection = WebhookDelivery.get_motor_collection()
+    for condition, fields, ids in groups.values():
+        await collection.update_many(
+            {"_id": {"$in": ids}, **condition}, {"$set": fields, "$inc": {"attempts": 1}}
+        )
+    for delivery, delay in retries:
+        await enqueue_delivery(wctx["redis"], settings, delivery.id, delivery.attempts + 1, delay)
 
 
 def _attempt_label(attempt: int, retries: int) -> str:
@@ -209,14 +262,18 @@ def webhook_worker(settings: Settings, worker_class: type[Worker] = Worker) -> W
         await sender.aclose()
 
     async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx.update(WebhookContext(redis=ctx["redis"], settings=settings, sender=sender))
+        sending = asyncio.Semaphore(settings.webhook_concurrency)
+        ctx.update(
+            WebhookContext(redis=ctx["redis"], settings=settings, sender=sender, sending=sending)
+        )
 
     return worker_class(
         functions=[
             func(
-                deliver_webhook,
-                name=DELIVER_WEBHOOK,
-                timeout=settings.webhook_timeout_seconds + LEASE_SECONDS,
+                deliver_webhooks,
+                name=DELIVER_WEBHOOKS,
+                # A job's POSTs may wait for the process's slots before their own timeouts.
+                timeout=(settings.webhook_timeout_seconds + LEASE_SECONDS) * 6,
                 max_tries=MAX_TRIES,
                 keep_result=0,
             )
