@@ -650,7 +650,7 @@ function endpointRow(endpoint) {
     h(
       "span",
       { class: "meta" },
-      h("span", { class: "events" }, eventList(endpoint.events)),
+      h("span", { class: "event-types" }, eventList(endpoint.events)),
       " · added ",
       when(endpoint.createdAt),
     ),

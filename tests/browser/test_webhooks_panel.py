@@ -108,7 +108,7 @@ async def test_add_see_deliveries_redeliver_and_delete(
         endpoint = page.locator("#hooks-endpoints li")
         await expect(endpoint).to_have_count(1)
         await expect(endpoint.locator(".url")).to_have_text(receiver.url)
-        await expect(endpoint.locator(".events")).to_have_text("all events")
+        await expect(endpoint.locator(".event-types")).to_have_text("all events")
         await expect(endpoint.locator("time")).to_have_count(1)
         await expect(endpoint.get_by_role("button", name="Deliveries")).to_have_attribute(
             "aria-pressed", "true"
