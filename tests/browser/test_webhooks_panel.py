@@ -16,12 +16,13 @@ from playwright.async_api import Browser, Dialog, Page, expect
 from standardwebhooks.webhooks import Webhook
 
 from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, open_page, upload_by_http
+from tests.browser.test_frontend_auth import auth_dev
 from tests.clips import Clips
 from tests.test_cli import DevServer, running_dev
 from tests.webhook_receiver import ALLOWED_PORTS, Received, receiving
 
 pytestmark = pytest.mark.timeout(180)
-__all__ = ["browser"]  # a fixture, used by name
+__all__ = ["auth_dev", "browser"]  # fixtures, shared with the other browser tests
 # Every wait here may span a poll (3 s) and a job on a loaded machine: expect's 5 s is short.
 
 METADATA_URL = "http://169.254.169.254/"
@@ -146,6 +147,12 @@ async def test_add_see_deliveries_redeliver_and_delete(
         ready_row = page.locator(f'#deliveries tr[data-event-id="{ready.headers["webhook-id"]}"]')
         await expect(ready_row.locator("th")).to_have_text("VIDEO_READY")
 
+        # Refresh asks at once, without waiting for the next poll.
+        async with page.expect_request(
+            lambda request: "webhookDeliveries" in (request.post_data or "")
+        ):
+            await page.get_by_role("button", name="Refresh").click()
+
         # Redeliver: the same event again (same webhook-id), a second attempt, delivered.
         await ready_row.get_by_role("button", name="Redeliver").click()
         await expect(status).to_have_text("VIDEO_READY is being sent again")
@@ -205,3 +212,14 @@ async def test_a_refused_url_shows_the_servers_message(page: Page, hooks_dev: De
     await page.get_by_role("button", name="Add endpoint").click()
     await expect(status).to_have_text("Pick at least one event to send to the endpoint")
     await expect(page.locator("#hooks-endpoints li")).to_have_count(0)
+
+
+async def test_signed_out_the_view_says_to_sign_in(browser: Browser, auth_dev: DevServer):
+    async for page in open_page(browser, auth_dev.url + "/#webhooks"):
+        status = page.locator("#hooks-status")
+        await expect(status).to_contain_text("Could not load the endpoints: Signed out")
+        await expect(status).to_contain_text("Sign in above")
+        await page.get_by_label("Endpoint URL").fill("https://example.com/hook")
+        await page.get_by_role("button", name="Add endpoint").click()
+        await expect(status).to_contain_text("The endpoint was refused: Signed out")
+        await expect(page.locator("#hook-secret")).to_be_hidden()
