@@ -826,7 +826,10 @@ function setUpWebhooks() {
     }
   };
   $("hook-secret-copy").onclick = copySecret;
-  $("hook-secret-done").onclick = hideSecret;
+  $("hook-secret-done").onclick = () => {
+    hideSecret();
+    $("hook-url").focus(); // not lost to <body> with the button that had it
+  };
   $("deliveries-refresh").onclick = () => refreshDeliveries();
 }
 

@@ -119,6 +119,7 @@ async def test_add_see_deliveries_redeliver_and_delete(
         # Put away, the secret is gone from the page (and the server does not list it).
         await box.get_by_role("button", name="I have copied it").click()
         await expect(box).to_be_hidden()
+        await expect(page.get_by_label("Endpoint URL")).to_be_focused()
         assert secret not in await page.content()
         listed = await gql(hooks_dev, "{ webhookEndpoints { id url events createdAt } }")
         assert secret not in str(listed)
