@@ -74,6 +74,10 @@ export const VIDEO_FIELDS = `
   thumbnailUrl streamUrl downloadUrl metadataUrl metadataDownloadUrl
   hlsUrl storyboardUrl renditions { width height bitRate }`;
 
+const ENDPOINT_FIELDS = "id url events createdAt";
+const DELIVERY_FIELDS =
+  "id eventId eventType status attempts lastStatusCode lastError nextAttemptAt createdAt";
+
 /** An error the API answered with: `code` is its `extensions.code` (e.g. PAYLOAD_TOO_LARGE). */
 export class ApiError extends Error {
   constructor(message, code) {
@@ -313,6 +317,53 @@ export function createApi(baseUrl, { token = () => null } = {}) {
     async remove(id) {
       const data = await request(`mutation ($id: ID!) { deleteVideo(id: $id) }`, { id });
       return data.deleteVideo;
+    },
+
+    // --- webhooks (the Webhooks view): endpoints, their signing secret, their deliveries ---
+
+    /** Your endpoints, oldest first: `[{ id, url, events, createdAt }]`. */
+    async webhookEndpoints() {
+      const data = await request(`{ webhookEndpoints { ${ENDPOINT_FIELDS} } }`);
+      return data.webhookEndpoints;
+    },
+
+    /**
+     * Add an endpoint for `events` (all of them when null). Resolves to `{ secret, endpoint }`:
+     * the signing secret is in this answer only, the server never shows it again.
+     * FORBIDDEN_URL (a URL the server will not post to) and QUOTA_EXCEEDED carry a message.
+     */
+    async createWebhookEndpoint(url, events = null) {
+      const data = await request(
+        `mutation ($url: String!, $events: [WebhookEventType!]) {
+          createWebhookEndpoint(url: $url, events: $events) { secret endpoint { ${ENDPOINT_FIELDS} } }
+        }`,
+        { url, events },
+      );
+      return data.createWebhookEndpoint;
+    },
+
+    /** Remove an endpoint and its delivery log; false when it was not there. */
+    async deleteWebhookEndpoint(id) {
+      const data = await request(`mutation ($id: ID!) { deleteWebhookEndpoint(id: $id) }`, { id });
+      return data.deleteWebhookEndpoint;
+    },
+
+    /** An endpoint's latest deliveries, newest first (NOT_FOUND once it is deleted). */
+    async webhookDeliveries(endpointId, first = 20) {
+      const data = await request(
+        `query ($id: ID!, $first: Int) { webhookDeliveries(endpointId: $id, first: $first) { ${DELIVERY_FIELDS} } }`,
+        { id: endpointId, first },
+      );
+      return data.webhookDeliveries;
+    },
+
+    /** Send a delivery again now (same `webhook-id`, a fresh retry schedule): it is PENDING. */
+    async redeliverWebhook(deliveryId) {
+      const data = await request(
+        `mutation ($id: ID!) { redeliverWebhook(deliveryId: $id) { ${DELIVERY_FIELDS} } }`,
+        { id: deliveryId },
+      );
+      return data.redeliverWebhook;
     },
 
     upload,

@@ -1,5 +1,5 @@
-// The page: an upload area, the list of videos (live), a detail view (at #<video id>), and
-// the Operations view (at #operations). All API calls are in api.js; this file only turns
+// The page: an upload area, the list of videos (live), a detail view (at #<video id>), the
+// Operations view (at #operations) and the Webhooks view (at #webhooks). All API calls are in api.js; this file only turns
 // their results into DOM.
 import { createApi, unfinishedUploads } from "./api.js";
 import { createPlayer, rungLabel } from "./player.js";
@@ -564,23 +564,310 @@ function hideOperations() {
   ops.running.clear();
 }
 
-/** Show the view the address names: #operations, else the list (and #<id>'s detail). */
+// --- the webhooks view ----------------------------------------------------------------
+// Your endpoints (add, delete), a new endpoint's signing secret shown once, and the selected
+// endpoint's latest deliveries (polled every HOOKS_POLL_MS while the view is shown) with
+// Redeliver. Every result and error goes to one aria-live status line.
+
+const HOOKS_POLL_MS = 3000;
+const EVENT_NAMES = {
+  VIDEO_CREATED: "created",
+  VIDEO_READY: "ready",
+  VIDEO_FAILED: "failed",
+  VIDEO_DELETED: "deleted",
+};
+const hooks = {
+  shown: false,
+  poll: 0, // bumped by every refresh and by hiding: an older answer that arrives late is dropped
+  timer: null,
+  endpoints: [],
+  selected: null, // the endpoint whose deliveries are listed
+};
+
+function hooksStatus(text, kind = "info") {
+  const line = $("hooks-status");
+  line.textContent = text;
+  line.className = `status-line ${kind}`;
+}
+
+function when(time) {
+  return time ? h("time", { datetime: time }, new Date(time).toLocaleString()) : "–";
+}
+
+/** The secret, once: in this box only (never in storage), emptied when put away. */
+function showSecret(created) {
+  $("hook-secret").dataset.endpointId = created.endpoint.id;
+  $("hook-secret-url").textContent = created.endpoint.url;
+  $("hook-secret-value").textContent = created.secret;
+  $("hook-secret").hidden = false;
+  $("hook-secret-copy").focus();
+}
+
+function hideSecret() {
+  $("hook-secret").hidden = true;
+  delete $("hook-secret").dataset.endpointId;
+  $("hook-secret-value").textContent = "";
+  $("hook-secret-url").textContent = "";
+}
+
+async function copySecret() {
+  const secret = $("hook-secret-value").textContent;
+  try {
+    await navigator.clipboard.writeText(secret);
+    hooksStatus("Secret copied to the clipboard");
+  } catch {
+    // No clipboard access (an insecure origin, a refused permission): select it for Ctrl+C.
+    getSelection().selectAllChildren($("hook-secret-value"));
+    hooksStatus("Could not copy: the secret is selected, press Ctrl+C (⌘C) to copy it", "error");
+  }
+}
+
+function eventList(events) {
+  return events.length === Object.keys(EVENT_NAMES).length
+    ? "all events"
+    : events.map((type) => EVENT_NAMES[type] ?? type).join(", ");
+}
+
+function endpointRow(endpoint) {
+  const selected = hooks.selected === endpoint.id;
+  const show = h(
+    "button",
+    { type: "button", class: "secondary show", "aria-pressed": String(selected) },
+    "Deliveries",
+  );
+  const remove = h(
+    "button",
+    { type: "button", class: "danger delete" },
+    "Delete",
+    h("span", { class: "visually-hidden" }, ` ${endpoint.url}`),
+  );
+  show.onclick = () => selectEndpoint(endpoint.id);
+  remove.onclick = () => deleteEndpoint(endpoint, remove);
+  return h(
+    "li",
+    { "data-id": endpoint.id, class: selected ? "selected" : "" },
+    h("span", { class: "url" }, endpoint.url),
+    h(
+      "span",
+      { class: "meta" },
+      h("span", { class: "event-types" }, eventList(endpoint.events)),
+      " · added ",
+      when(endpoint.createdAt),
+    ),
+    h("span", { class: "actions" }, show, remove),
+  );
+}
+
+function renderEndpoints() {
+  const known = hooks.endpoints.some((endpoint) => endpoint.id === hooks.selected);
+  if (!known) hooks.selected = hooks.endpoints[0]?.id ?? null;
+  $("hooks-empty").hidden = hooks.endpoints.length > 0;
+  $("hooks-endpoints").replaceChildren(...hooks.endpoints.map(endpointRow));
+  const selected = hooks.endpoints.find((endpoint) => endpoint.id === hooks.selected);
+  $("hook-deliveries").hidden = !selected;
+  $("deliveries-url").textContent = selected ? `To ${selected.url}` : "";
+  if (!known) $("deliveries").replaceChildren();
+}
+
+/** List `id`'s deliveries; the rows stay (and so does the focus on the pressed button). */
+function selectEndpoint(id) {
+  if (hooks.selected === id) return;
+  hooks.selected = id;
+  for (const row of $("hooks-endpoints").children) {
+    const selected = row.dataset.id === id;
+    row.classList.toggle("selected", selected);
+    row.querySelector("button.show").setAttribute("aria-pressed", String(selected));
+  }
+  const endpoint = hooks.endpoints.find((known) => known.id === id);
+  $("deliveries-url").textContent = `To ${endpoint.url}`;
+  $("deliveries").replaceChildren();
+  $("deliveries-empty").hidden = true;
+  refreshDeliveries();
+}
+
+/** One delivery's cells, updated in place so a focused Redeliver button keeps its focus. */
+function deliveryRow(delivery) {
+  let row = document.querySelector(`#deliveries tr[data-id="${delivery.id}"]`);
+  if (!row) {
+    const redeliver = h("button", { type: "button", class: "secondary redeliver" }, "Redeliver");
+    redeliver.onclick = () => redeliverOne(delivery.id, redeliver);
+    row = h(
+      "tr",
+      { "data-id": delivery.id },
+      h("th", { scope: "row", class: "event" }),
+      h("td", { class: "status" }),
+      h("td", { class: "attempts" }),
+      h("td", { class: "result" }),
+      h("td", { class: "next" }),
+      h("td", { class: "created" }),
+      h("td", {}, redeliver),
+    );
+  }
+  const cell = (name) => row.querySelector(`.${name}`);
+  const status = delivery.status.toLowerCase();
+  const last = [delivery.lastStatusCode && `HTTP ${delivery.lastStatusCode}`, delivery.lastError];
+  const shown = JSON.stringify(delivery);
+  if (row.dataset.shown === shown) return row;
+  row.dataset.shown = shown;
+  row.dataset.status = delivery.status;
+  row.dataset.eventId = delivery.eventId;
+  cell("event").textContent = delivery.eventType;
+  cell("status").replaceChildren(h("span", { class: `badge ${status}` }, delivery.status));
+  cell("attempts").textContent = String(delivery.attempts);
+  cell("result").textContent = last.filter(Boolean).join(": ") || "–";
+  cell("next").replaceChildren(when(delivery.nextAttemptAt));
+  cell("created").replaceChildren(when(delivery.createdAt));
+  return row;
+}
+
+function renderDeliveries(deliveries) {
+  const body = $("deliveries");
+  const rows = deliveries.map(deliveryRow);
+  // Moved only where the order changed (new ones arrive on top): a moved row loses focus.
+  rows.forEach((row, index) => {
+    if (body.children[index] !== row) body.insertBefore(row, body.children[index] ?? null);
+  });
+  while (body.children.length > rows.length) body.lastElementChild.remove();
+  $("deliveries-empty").hidden = rows.length > 0;
+  $("deliveries-table").hidden = rows.length === 0;
+}
+
+/** The selected endpoint's deliveries now, then every HOOKS_POLL_MS while the view is shown. */
+async function refreshDeliveries() {
+  clearTimeout(hooks.timer);
+  const poll = ++hooks.poll;
+  const id = hooks.selected;
+  if (id && !document.hidden) {
+    try {
+      const deliveries = await api.webhookDeliveries(id);
+      if (poll !== hooks.poll) return;
+      renderDeliveries(deliveries);
+    } catch (error) {
+      if (poll !== hooks.poll) return;
+      if (error.code === "NOT_FOUND") {
+        // Deleted meanwhile (another tab): list what is there now.
+        await loadEndpoints();
+        return;
+      }
+      hooksStatus(`Could not load the deliveries: ${explain(error)}`, "error");
+      if (error.code === "UNAUTHENTICATED") return; // asking again would not change the answer
+    }
+  }
+  if (hooks.shown && hooks.selected) hooks.timer = setTimeout(refreshDeliveries, HOOKS_POLL_MS);
+}
+
+async function loadEndpoints() {
+  try {
+    hooks.endpoints = await api.webhookEndpoints();
+  } catch (error) {
+    hooksStatus(`Could not load the endpoints: ${explain(error)}`, "error");
+    return;
+  }
+  renderEndpoints();
+  await refreshDeliveries();
+}
+
+async function deleteEndpoint(endpoint, button) {
+  if (!confirm(`Delete the webhook endpoint ${endpoint.url}? Nothing more will be sent to it.`)) {
+    return;
+  }
+  button.disabled = true;
+  try {
+    await api.deleteWebhookEndpoint(endpoint.id);
+    hooksStatus(`Endpoint ${endpoint.url} deleted`);
+  } catch (error) {
+    button.disabled = false;
+    hooksStatus(`Could not delete the endpoint: ${explain(error)}`, "error");
+    return;
+  }
+  if ($("hook-secret").dataset.endpointId === endpoint.id) hideSecret();
+  await loadEndpoints();
+}
+
+async function redeliverOne(id, button) {
+  button.disabled = true;
+  try {
+    const delivery = await api.redeliverWebhook(id);
+    deliveryRow(delivery);
+    hooksStatus(`${delivery.eventType} is being sent again`);
+    // Its result shows with the next poll, a moment from now rather than a full period.
+    clearTimeout(hooks.timer);
+    hooks.timer = setTimeout(refreshDeliveries, 1000);
+  } catch (error) {
+    hooksStatus(`Could not redeliver: ${explain(error)}`, "error");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function setUpWebhooks() {
+  const form = $("hook-form");
+  form.onsubmit = async (event) => {
+    event.preventDefault();
+    const checked = [...form.querySelectorAll('input[name="events"]:checked')].map((box) => box.value);
+    if (checked.length === 0) {
+      hooksStatus("Pick at least one event to send to the endpoint", "error");
+      return;
+    }
+    const all = checked.length === Object.keys(EVENT_NAMES).length;
+    const button = form.querySelector('button[type="submit"]');
+    button.disabled = true;
+    try {
+      const created = await api.createWebhookEndpoint($("hook-url").value.trim(), all ? null : checked);
+      form.reset(); // back to every event checked
+      hooks.selected = created.endpoint.id;
+      showSecret(created);
+      hooksStatus("Endpoint added: copy its signing secret now, it is shown only once");
+      await loadEndpoints();
+    } catch (error) {
+      hooksStatus(`The endpoint was refused: ${explain(error)}`, "error");
+    } finally {
+      button.disabled = false;
+    }
+  };
+  $("hook-secret-copy").onclick = copySecret;
+  $("hook-secret-done").onclick = () => {
+    hideSecret();
+    $("hook-url").focus(); // not lost to <body> with the button that had it
+  };
+  $("deliveries-refresh").onclick = () => refreshDeliveries();
+}
+
+async function showWebhooks() {
+  hooks.shown = true;
+  await loadEndpoints();
+}
+
+function hideWebhooks() {
+  hooks.shown = false;
+  hooks.poll += 1;
+  clearTimeout(hooks.timer);
+  hideSecret(); // leaving the view is putting the secret away
+}
+
+const VIEWS = { "#operations": "operations", "#webhooks": "webhooks" };
+
+/** Show the view the address names: #operations, #webhooks, else the list (and #<id>'s detail). */
 async function route() {
-  const operations = location.hash === "#operations";
-  document.querySelector("main").hidden = operations;
-  $("operations").hidden = !operations;
-  for (const [link, current] of [["nav-videos", !operations], ["nav-operations", operations]]) {
-    if (current) $(link).setAttribute("aria-current", "page");
-    else $(link).removeAttribute("aria-current");
+  const view = VIEWS[location.hash] ?? "videos";
+  document.querySelector("main").hidden = view !== "videos";
+  $("operations").hidden = view !== "operations";
+  $("webhooks").hidden = view !== "webhooks";
+  for (const name of ["videos", "operations", "webhooks"]) {
+    const link = $(`nav-${name}`);
+    if (name === view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
   }
-  ops.shown = operations;
-  if (operations) {
-    player.unload();
-    await refreshOperations();
-  } else {
-    hideOperations();
+  ops.shown = view === "operations";
+  if (view !== "operations") hideOperations();
+  if (view !== "webhooks" && hooks.shown) hideWebhooks();
+  if (view === "videos") {
     await openFromHash();
+    return;
   }
+  player.unload();
+  if (view === "operations") await refreshOperations();
+  else await showWebhooks();
 }
 
 async function setUpSignIn() {
@@ -612,11 +899,13 @@ await setUpSignIn();
 setUpDropzone();
 setUpUrlForm();
 setUpDetail();
+setUpWebhooks();
 listUnfinished();
 $("load-more").onclick = loadMore;
 // A tab hidden for a while shows a fresh state when it comes back, not one 2 s later.
 document.addEventListener("visibilitychange", () => {
   if (ops.shown && !document.hidden) refreshOperations();
+  if (hooks.shown && !document.hidden) refreshDeliveries();
 });
 window.onhashchange = route;
 await loadMore();
