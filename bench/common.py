@@ -192,6 +192,35 @@ async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
         shutil.rmtree(media, ignore_errors=True)
 
 
+@asynccontextmanager
+async def ferretdb(ctx: Context) -> AsyncIterator[str | None]:
+    """A private FerretDB (CLIPO_FERRETDB_BIN, built by scripts/ferretdb-env) on a free port:
+    its MONGODB_URL, or None when there is no binary (the row then runs on the stand-in)."""
+    binary = os.environ.get("CLIPO_FERRETDB_BIN")
+    if not binary or not os.access(binary, os.X_OK):
+        yield None
+        return
+    port = free_port()
+    data = ctx.workdir / f"ferretdb-{uuid.uuid4().hex[:8]}"
+    proc = await asyncio.create_subprocess_exec(
+        binary, "-listen", f"127.0.0.1:{port}", "-dir", str(data), "-log-level", "error",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        yield f"mongodb://127.0.0.1:{port}/"
+    finally:
+        proc.kill()
+        await proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
 async def alternate(
     repeats: int,
     ours: Callable[[], Awaitable[float]],

@@ -58,7 +58,10 @@ async def init_mongo(settings: Settings, *, allow_stand_in: bool) -> Any:
         document_models=[Video, ApiKey, WebhookEndpoint, WebhookDelivery],
         skip_indexes=True,
     )
-    await ensure_indexes(INDEXES)
+    # The stand-in checks every document's expiry on every read of a collection with a TTL
+    # index (each webhook-log read then costs the whole log twice): without it, the workers'
+    # pass expires the log as on servers that have none (indexes.py).
+    await ensure_indexes(INDEXES, ttl=bool(settings.mongodb_url))
     # Videos stored before owners existed belong to `anonymous` (README: how to hand them
     # over). Queries filter on owner_id, and a missing field would match no owner at all.
     await Video.get_motor_collection().update_many(

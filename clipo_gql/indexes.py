@@ -35,10 +35,15 @@ def _key(spec: Any) -> tuple[tuple[str, Any], ...]:
     return tuple((field, int(d) if isinstance(d, int | float) else d) for field, d in spec)
 
 
-async def ensure_indexes(indexes: Mapping[type[Document], list[IndexModel]]) -> None:
+async def ensure_indexes(
+    indexes: Mapping[type[Document], list[IndexModel]], *, ttl: bool = True
+) -> None:
+    """`ttl` False: TTL indexes are made as plain ones (their expiry left to our code)."""
     for model, wanted in indexes.items():
         if wanted:
-            await _ensure(model.get_motor_collection(), wanted)
+            await _ensure(
+                model.get_motor_collection(), wanted if ttl else [_without_ttl(i) for i in wanted]
+            )
 
 
 async def _ensure(collection: Any, wanted: list[IndexModel]) -> None:

@@ -51,7 +51,9 @@ log = logging.getLogger(__name__)
 DELIVER_WEBHOOKS = "deliver_webhooks"
 # Retries for a free slot are arq tries too: far more than any schedule needs.
 MAX_TRIES = 100_000
-LEASE_SECONDS = 5.0
+# A job's lock: renewed while it runs, so another worker takes over this soon after a crash.
+# Not much shorter: an event loop stalled that long would let a second run start beside it.
+LEASE_SECONDS = 10.0
 # A job early by more than this is a duplicate of one queued for later: it leaves it be.
 EARLY_SLACK = timedelta(seconds=1)
 OUTAGE_DELAY_SECONDS = 2.0
