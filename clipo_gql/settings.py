@@ -26,6 +26,10 @@ class Settings(BaseSettings):
     url_fetch_allowed_ports: str = "80,443,8080,8443"
     allowed_origins: str = ""
     ffmpeg_binary: str = "ffmpeg"
+    # Behind nginx (deploy/nginx.conf): media routes check access, then answer with
+    # `X-Accel-Redirect: <prefix><path under MEDIA_DIR>` and nginx sends the bytes (sendfile,
+    # Range, conditional requests). Unset: the API sends them itself.
+    accel_redirect_prefix: str | None = None
     ffprobe_binary: str = "ffprobe"
 
     # URL submissions (security.md, "URL ingestion")
@@ -136,6 +140,17 @@ class Settings(BaseSettings):
         for part in value.split(","):
             if part.strip() and not (part.strip().isdigit() and 16 <= int(part) <= 8192):
                 raise ValueError(f"{part.strip()!r} is not a height from 16 to 8192")
+        return value
+
+    @field_validator("accel_redirect_prefix")
+    @classmethod
+    def _accel_prefix(cls, value: str | None) -> str | None:
+        # compose passes `ACCEL_REDIRECT_PREFIX=` to mean unset; nginx matches the location by
+        # its leading and trailing slash, so a prefix without them is a configuration error.
+        if not value or not value.strip():
+            return None
+        if not (value.startswith("/") and value.endswith("/")) or "?" in value:
+            raise ValueError(f"{value!r} must be a path that starts and ends with /, e.g. /_media/")
         return value
 
     @field_validator("public_base_url")
