@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # `X-Accel-Redirect: <prefix><path under MEDIA_DIR>` and nginx sends the bytes (sendfile,
     # Range, conditional requests). Unset: the API sends them itself.
     accel_redirect_prefix: str | None = None
+    # Proxies (uvicorn's setting: addresses, networks or *) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: only they may say which address a client has.
+    forwarded_allow_ips: str = "127.0.0.1"
     ffprobe_binary: str = "ffprobe"
 
     # URL submissions (security.md, "URL ingestion")
