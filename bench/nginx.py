@@ -137,7 +137,7 @@ def _user_line() -> str:
     return f"user {user} {group};\n"
 
 
-def _accepts(port: int) -> bool:
+def accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -202,7 +202,7 @@ def _wait_listening(server: Nginx, sleep: float = 0.05) -> None:
         if server.proc.poll() is not None:
             code = server.proc.returncode
             raise RuntimeError(f"nginx exited with {code}: {_failure(server)}")
-        if _accepts(port):
+        if accepts(port):
             return
         time.sleep(sleep)
     raise RuntimeError(f"nginx did not listen on port {port}: {_failure(server)}")
@@ -244,7 +244,7 @@ async def nginx(ctx: Context, *, body_buffer: str = "16k") -> AsyncIterator[Ngin
             if server.proc.poll() is not None:
                 code = server.proc.returncode
                 raise RuntimeError(f"nginx exited with {code}: {_failure(server)}")
-            if _accepts(port):
+            if accepts(port):
                 break
             await asyncio.sleep(0.05)
         else:
