@@ -27,4 +27,6 @@ def test_every_benchmark_runs(tmp_path: Path):
     for row in range(1, 17):
         assert f"\n| {row} | " in report, f"row {row} missing:\n{report}"
     assert "top rung copied vs encoded" in report
+    for row in (4, 14):  # also through nginx with X-Accel-Redirect (bench/b4_14_accel.py)
+        assert f"\n| {row} | " in report and "X-Accel-Redirect | req/s" in report, row
     assert "did not run" not in report
