@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from stat import S_ISREG
 from typing import Any, NamedTuple
 
@@ -25,6 +25,7 @@ from clipo_gql.responses import (
     FILE_MISSING,
     AccelRedirectResponse,
     MediaFileResponse,
+    accel_uri,
     download_name,
 )
 from clipo_gql.state import app_state
@@ -144,10 +145,8 @@ def send_file(
     prefix = app.settings.accel_redirect_prefix
     response: Response
     if prefix is not None:
-        relative = PurePosixPath(found.path.relative_to(app.storage.root))
-        response = AccelRedirectResponse(
-            prefix, relative, media_type=media_type, download_name=attachment
-        )
+        uri = accel_uri(prefix, app.storage.root, found.path)
+        response = AccelRedirectResponse(uri, media_type=media_type, download_name=attachment)
     elif attachment is None:
         response = MediaFileResponse(found.path, found.stat, media_type=media_type)
     else:

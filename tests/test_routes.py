@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import shutil
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -308,10 +308,12 @@ async def test_with_an_accel_prefix_the_api_names_the_file_and_sends_no_byte(
 
 def test_accel_uris_are_percent_encoded_paths_under_the_media_dir():
     # nginx decodes the URI it is redirected to: `%`, `?`, `#` and spaces must be escaped.
-    assert accel_uri("/_media/", PurePosixPath("a b/x%y?#.mp4")) == "/_media/a%20b/x%25y%3F%23.mp4"
-    for escape in ("../etc/passwd", "/etc/passwd", "videos/../../etc"):
+    root = Path("/data/media")
+    named = accel_uri("/_media/", root, root / "a b" / "x%y?#.mp4")
+    assert named == "/_media/a%20b/x%25y%3F%23.mp4"
+    for escape in ("/data/media/../etc/passwd", "/etc/passwd", "/data/media2/x", "/data/media"):
         with pytest.raises(ValueError, match="not a path under MEDIA_DIR"):
-            accel_uri("/_media/", PurePosixPath(escape))
+            accel_uri("/_media/", root, Path(escape))
 
 
 @pytest.mark.parametrize(
