@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     url_fetch_allowed_ports: str = "80,443,8080,8443"
     allowed_origins: str = ""
     ffmpeg_binary: str = "ffmpeg"
+    ffprobe_binary: str = "ffprobe"
     # Behind nginx (deploy/nginx.conf): media routes check access, then answer with
     # `X-Accel-Redirect: <prefix><path under MEDIA_DIR>` and nginx sends the bytes (sendfile,
     # Range, conditional requests). Unset: the API sends them itself.
@@ -33,7 +34,6 @@ class Settings(BaseSettings):
     # Proxies (uvicorn's setting: addresses, networks or *) whose X-Forwarded-For and
     # X-Forwarded-Proto are believed: only they may say which address a client has.
     forwarded_allow_ips: str = "127.0.0.1"
-    ffprobe_binary: str = "ffprobe"
 
     # URL submissions (security.md, "URL ingestion")
     url_max_length: int = Field(default=2048, ge=16)
