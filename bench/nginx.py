@@ -76,7 +76,8 @@ http {{
 
 
 DEPLOY_CONFIG = ROOT / "deploy" / "nginx.conf"
-# What deploy/nginx.conf sends to the API as X-Accel-Redirect's prefix (compose.yaml's api).
+# deploy/nginx.conf's internal location: the api's ACCEL_REDIRECT_PREFIX in compose.yaml
+# (tests/test_deploy.py holds the three together).
 ACCEL_PREFIX = "/_media/"
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from bench.nginx import ACCEL_PREFIX
 from clipo_gql.graphiql import ASSETS
 from clipo_gql.limits import MULTIPART_OVERHEAD
 from clipo_gql.settings import Settings
@@ -127,6 +128,7 @@ def test_nginx_sends_the_files_the_api_redirects_to(compose: dict[str, Any], ngi
     services = compose["services"]
     api_env, nginx = services["api"]["environment"], services["nginx"]
     prefix = api_env["ACCEL_REDIRECT_PREFIX"]
+    assert prefix == ACCEL_PREFIX  # what the tests and benchmarks behind nginx set
     assert nginx["volumes"] == [
         "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro",
         f"media:{api_env['MEDIA_DIR']}:ro",
