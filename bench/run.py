@@ -30,6 +30,7 @@ MODULES = [
     ("bench.b1_end_to_end", {1, 2}),
     ("bench.b3_upload", {3}),
     ("bench.b4_stream", {4}),
+    ("bench.b4_14_accel", {4, 14}),
     ("bench.b5_videos_query", {5}),
     ("bench.b6_fanout", {6}),
     ("bench.b7_worker_throughput", {7}),

@@ -43,9 +43,10 @@ def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
         app,
         host=host,
         port=port,
-        # X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS (uvicorn's setting;
-        # default 127.0.0.1): the per-address limits must not be dodged with a header.
+        # X-Forwarded-For is believed only from FORWARDED_ALLOW_IPS (default 127.0.0.1):
+        # the per-address limits must not be dodged with a header.
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
         log_config=logs.uvicorn_config(settings),
         ws_max_size=1024 * 1024,

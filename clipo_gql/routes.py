@@ -21,7 +21,13 @@ from clipo_gql.auth.principal import Principal
 from clipo_gql.connections import ping_mongo
 from clipo_gql.errors import DATABASE_UNAVAILABLE, UnauthenticatedError
 from clipo_gql.models import Output, VideoStatus
-from clipo_gql.responses import FILE_MISSING, MediaFileResponse, download_name
+from clipo_gql.responses import (
+    FILE_MISSING,
+    AccelRedirectResponse,
+    MediaFileResponse,
+    accel_uri,
+    download_name,
+)
 from clipo_gql.state import app_state
 from clipo_gql.storage import Storage, parse_id
 
@@ -126,7 +132,29 @@ async def thumbnail(request: Request) -> Response:
     found = await output_file(request, name.removesuffix(".jpg"), Storage.thumbnail, Kind.THUMBNAIL)
     if isinstance(found, Response):
         return found
-    return private(request, MediaFileResponse(found.path, found.stat, media_type="image/jpeg"))
+    return send_file(request, found, "image/jpeg")
+
+
+def send_file(
+    request: Request, found: Served, media_type: str, attachment: str | None = None
+) -> Response:
+    """The bytes of a file `output_file` allowed, inline or as the attachment `attachment`.
+    The one place that decides who sends them: this process, or nginx (X-Accel-Redirect)
+    when ACCEL_REDIRECT_PREFIX is set."""
+    app = app_state(request)
+    prefix = app.settings.accel_redirect_prefix
+    response: Response
+    if prefix is not None:
+        uri = accel_uri(prefix, app.storage.root, found.path)
+        response = AccelRedirectResponse(uri, media_type=media_type, download_name=attachment)
+    elif attachment is None:
+        response = MediaFileResponse(found.path, found.stat, media_type=media_type)
+    else:
+        response = MediaFileResponse(
+            found.path, found.stat, media_type=media_type, download_name=attachment,
+            disposition="attachment",
+        )  # fmt: skip
+    return private(request, response)
 
 
 def private(request: Request, response: Response) -> Response:
@@ -146,14 +174,10 @@ def _serve(
         if isinstance(found, Response):
             return found
         if attachment_suffix is None:
-            response = MediaFileResponse(found.path, found.stat, media_type=media_type)
-            return private(request, response)
-        name = download_name(found.filename, attachment_suffix)
-        response = MediaFileResponse(
-            found.path, found.stat, media_type=media_type, download_name=name,
-            disposition="attachment",
-        )  # fmt: skip
-        return private(request, response)
+            return send_file(request, found, media_type)
+        return send_file(
+            request, found, media_type, download_name(found.filename, attachment_suffix)
+        )
 
     return endpoint
 

@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
     ffmpeg_binary: str = "ffmpeg"
     ffprobe_binary: str = "ffprobe"
+    # Behind nginx (deploy/nginx.conf): media routes check access, then answer with
+    # `X-Accel-Redirect: <prefix><path under MEDIA_DIR>` and nginx sends the bytes (sendfile,
+    # Range, conditional requests). Unset: the API sends them itself.
+    accel_redirect_prefix: str | None = None
+    # Proxies (uvicorn's setting: addresses, networks or *) whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed: only they may say which address a client has.
+    forwarded_allow_ips: str = "127.0.0.1"
 
     # URL submissions (security.md, "URL ingestion")
     url_max_length: int = Field(default=2048, ge=16)
@@ -161,6 +168,17 @@ class Settings(BaseSettings):
                 ok = False
             if part.strip() and not ok:
                 raise ValueError(f"{part.strip()!r} is not a number of seconds")
+        return value
+
+    @field_validator("accel_redirect_prefix")
+    @classmethod
+    def _accel_prefix(cls, value: str | None) -> str | None:
+        # compose passes `ACCEL_REDIRECT_PREFIX=` to mean unset; nginx matches the location by
+        # its leading and trailing slash, so a prefix without them is a configuration error.
+        if not value or not value.strip():
+            return None
+        if not (value.startswith("/") and value.endswith("/")) or "?" in value:
+            raise ValueError(f"{value!r} must be a path that starts and ends with /, e.g. /_media/")
         return value
 
     @field_validator("public_base_url")

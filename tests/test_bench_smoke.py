@@ -27,4 +27,7 @@ def test_every_benchmark_runs(tmp_path: Path):
     for row in range(1, 17):
         assert f"\n| {row} | " in report, f"row {row} missing:\n{report}"
     assert "top rung copied vs encoded" in report
+    # Rows 4 and 14 also through nginx with X-Accel-Redirect (bench/b4_14_accel.py).
+    for row, what in ((4, "/stream random 1 MiB ranges"), (14, "/hls segment GETs")):
+        assert f"| {row} | {what}, 50 concurrent, nginx + X-Accel-Redirect | req/s |" in report
     assert "did not run" not in report

@@ -19,9 +19,11 @@ from clipo_gql.models import Video, VideoSource
 from clipo_gql.responses import (
     CHUNK_BYTES,
     MediaFileResponse,
+    accel_uri,
     content_disposition,
     download_name,
 )
+from clipo_gql.settings import Settings
 from tests.conftest import Server, run_server
 from tests.test_api import upload_id, watch
 
@@ -272,3 +274,56 @@ async def test_without_frontend_dir_the_root_is_a_json_404(server: Server):
     response = await server.http.get("/")
     assert response.status_code == 404
     assert response.json() == {"error": "Not Found"}
+
+
+async def test_with_an_accel_prefix_the_api_names_the_file_and_sends_no_byte(
+    settings: Settings, redis: Any, clips: Any
+):
+    """ACCEL_REDIRECT_PREFIX: the checks as always, then nginx is told which file to send
+    (tests/test_nginx.py runs it behind nginx itself)."""
+    accel = settings.model_copy(update={"accel_redirect_prefix": "/_media/"})
+    async for server in run_server(accel):
+        video_id = await upload_id(server, clips.h264_aac, filename="fête finale.mov")
+        states = await asyncio.wait_for(watch(server, video_id), 60)
+        assert states[-1]["status"] == "DONE"
+        for method in ("GET", "HEAD"):
+            answer = await server.http.request(
+                method, f"/download/{video_id}", headers={"Range": "bytes=0-9"}
+            )
+            assert (answer.status_code, answer.content) == (200, b"")
+            assert answer.headers["x-accel-redirect"] == f"/_media/videos/{video_id}/video.mp4"
+            assert answer.headers["content-type"] == "video/mp4"
+            assert answer.headers["content-disposition"] == content_disposition(
+                "attachment", "fête finale.mp4"
+            )
+            assert "content-range" not in answer.headers  # nginx's to answer
+        thumbnail = await server.http.get(f"/thumbnails/{video_id}.jpg")
+        assert thumbnail.headers["x-accel-redirect"] == f"/_media/videos/{video_id}/thumbnail.jpg"
+        # The checks still come first: nothing is redirected for what the API refuses.
+        for path in ("/stream/6b0269d6ac40a7b6d6c5976d", "/stream/nope", f"/hls/{video_id}/x"):
+            refused = await server.http.get(path)
+            assert refused.status_code == 404, path
+            assert "x-accel-redirect" not in refused.headers, path
+
+
+def test_accel_uris_are_percent_encoded_paths_under_the_media_dir():
+    # nginx decodes the URI it is redirected to: `%`, `?`, `#` and spaces must be escaped.
+    root = Path("/data/media")
+    named = accel_uri("/_media/", root, root / "a b" / "x%y?#.mp4")
+    assert named == "/_media/a%20b/x%25y%3F%23.mp4"
+    for escape in ("/data/media/../etc/passwd", "/etc/passwd", "/data/media2/x", "/data/media"):
+        with pytest.raises(ValueError, match="not a path under MEDIA_DIR"):
+            accel_uri("/_media/", root, Path(escape))
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", None), ("  ", None), ("/_media/", "/_media/"), ("/a/b/", "/a/b/")]
+)
+def test_the_accel_prefix_setting(value: str, expected: str | None):
+    assert Settings(accel_redirect_prefix=value).accel_redirect_prefix == expected
+
+
+@pytest.mark.parametrize("value", ["_media/", "/_media", "/_media/?x=/"])
+def test_an_accel_prefix_nginx_could_not_match_is_refused(value: str):
+    with pytest.raises(ValueError, match="must be a path that starts and ends with /"):
+        Settings(accel_redirect_prefix=value)

@@ -21,8 +21,8 @@ from starlette.routing import Route
 from clipo_gql.auth.media_links import Kind
 from clipo_gql.hls.playlists import with_token
 from clipo_gql.models import Output
-from clipo_gql.responses import MediaFileResponse, etag_matches
-from clipo_gql.routes import Served, error, output_file, private
+from clipo_gql.responses import etag_matches
+from clipo_gql.routes import Served, error, output_file, send_file
 from clipo_gql.storage import STORYBOARD_SPRITE, STORYBOARD_VTT, Storage
 
 _LADDER_PATH = re.compile(
@@ -48,7 +48,7 @@ async def ladder_file(request: Request) -> Response:
     media_type = TYPES[Path(path).suffix]
     if media_type == PLAYLIST:
         return await _text(request, found, media_type)
-    return private(request, MediaFileResponse(found.path, found.stat, media_type=media_type))
+    return send_file(request, found, media_type)
 
 
 async def storyboard_file(request: Request) -> Response:
@@ -63,15 +63,16 @@ async def storyboard_file(request: Request) -> Response:
         return found
     if name == STORYBOARD_VTT:
         return await _text(request, found, "text/vtt; charset=utf-8")
-    return private(request, MediaFileResponse(found.path, found.stat, media_type="image/jpeg"))
+    return send_file(request, found, "image/jpeg")
 
 
 async def _text(request: Request, found: Served, media_type: str) -> Response:
     """A playlist or the WebVTT: the file itself with auth off; with auth on, a copy whose
-    URIs carry the token (its ETag then covers the token too). Range is not offered for the
-    copy (RFC 9110 lets a server answer 200): players fetch playlists whole."""
+    URIs carry the token (its ETag then covers the token too), always sent by this process
+    (behind nginx too: the bytes differ per request). Range is not offered for the copy
+    (RFC 9110 lets a server answer 200): players fetch playlists whole."""
     if found.token is None:
-        return MediaFileResponse(found.path, found.stat, media_type=media_type)
+        return send_file(request, found, media_type)
     if found.stat.st_size > MAX_REWRITTEN_BYTES:
         return error(500, "The playlist is too large to send")
     text = with_token(found.path.read_text(encoding="utf-8"), found.token)

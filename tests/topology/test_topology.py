@@ -60,6 +60,10 @@ def outputs_of(topo: Topology, video_id: str) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
+def processed(topo: Topology, video_id: str) -> bytes:
+    return (topo.media / "videos" / video_id / "video.mp4").read_bytes()
+
+
 def incoming(topo: Topology) -> list[Path]:
     """Upload bytes left in incoming/ (each API process's own folder and lock aside)."""
     return sorted(
@@ -147,7 +151,15 @@ def test_the_processes_get_compose_wiring(topology: Topology):
         assert (
             process.env["MONGODB_DATABASE"] == compose["worker"]["environment"]["MONGODB_DATABASE"]
         )
-    assert api.env["PUBLIC_BASE_URL"] == topology.api_urls[0]
+    # Clients reach api1 through nginx1: its URLs name nginx, which sends the media bytes.
+    assert api.env["PUBLIC_BASE_URL"] == topology.public_urls[0]
+    assert (
+        api.env["ACCEL_REDIRECT_PREFIX"] == compose["api"]["environment"]["ACCEL_REDIRECT_PREFIX"]
+    )
+    conf = (topology.folder / "nginx1" / "nginx.conf").read_text()
+    assert f"server {topology.api_urls[0].removeprefix('http://')};" in conf
+    assert f"alias {topology.media}/;" in conf
+    assert f"listen {topology.public_urls[0].removeprefix('http://')};" in conf
     assert "--appendonly" in topology.redis.argv
 
 
@@ -159,6 +171,10 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
     before = await jobs_done(topo)
     apis = [
         httpx.AsyncClient(base_url=url, timeout=60, headers=topo.headers()) for url in topo.api_urls
+    ]
+    fronts = [
+        httpx.AsyncClient(base_url=url, timeout=60, headers=topo.headers())
+        for url in topo.public_urls
     ]
     try:
         ids = await asyncio.gather(
@@ -191,17 +207,17 @@ async def test_uploads_over_both_apis_are_done_once_and_served_by_both(
             # One worker processed it, once (a second delivery would count another attempt).
             assert document["attempts"] == 1, document
             assert document["remuxed"] is (inputs[i % len(inputs)] in remuxed_inputs)
-            answers = [await api.get(f"/stream/{video_id}") for api in apis]
+            answers = [await front.get(f"/stream/{video_id}") for front in fronts]
             assert [a.status_code for a in answers] == [200, 200]
             assert answers[0].headers["etag"] == answers[1].headers["etag"]
-            assert answers[0].content == answers[1].content
-            thumbs = [await api.get(f"/thumbnails/{video_id}.jpg") for api in apis]
+            assert answers[0].content == answers[1].content == processed(topo, video_id)
+            thumbs = [await front.get(f"/thumbnails/{video_id}.jpg") for front in fronts]
             assert [t.status_code for t in thumbs] == [200, 200]
         assert incoming(topo) == []
         monitored, scraped = await jobs_done(topo)
         assert (monitored - before[0], scraped - before[1]) == (len(ids), len(ids))
     finally:
-        for api in apis:
+        for api in [*apis, *fronts]:
             await api.aclose()
 
 
@@ -343,7 +359,9 @@ async def test_delete_through_one_api_cancels_the_job_and_the_other_api_forgets_
         done_id = await upload_id(api2, clips.h264_aac, "short.mp4")
         watcher = Watcher(topo.ws_url(1), done_id, authorization=topo.authorization)
         await asyncio.wait_for(watcher.run(), 60)
-        assert (await api2.get(f"/stream/{done_id}")).status_code == 200
+        async with httpx.AsyncClient(base_url=topo.public_urls[1], headers=topo.headers()) as front:
+            served = await front.get(f"/stream/{done_id}")
+        assert (served.status_code, served.content) == (200, processed(topo, done_id))
         deleted = await gql(api1, "mutation($id: ID!) { deleteVideo(id: $id) }", id=done_id)
         assert deleted == {"data": {"deleteVideo": True}}
         for route in MEDIA_ROUTES:
@@ -425,10 +443,13 @@ async def test_an_upload_cut_on_one_api_is_resumed_on_the_other_and_done_once(
         document = await stored(topo, video_id)
         assert document is not None
         assert (document["filename"], document["attempts"]) == ("resumed.mp4", 1), document
-        answers = [await api.get(f"/stream/{video_id}") for api in (api1, api2)]
+        answers = []
+        for url in topo.public_urls:
+            async with httpx.AsyncClient(base_url=url, headers=topo.headers()) as front:
+                answers.append(await front.get(f"/stream/{video_id}"))
         assert [a.status_code for a in answers] == [200, 200]
         assert answers[0].headers["etag"] == answers[1].headers["etag"]
-        assert answers[0].content == answers[1].content
+        assert answers[0].content == answers[1].content == processed(topo, video_id)
         # Completed again through either API: nothing more is queued.
         for api in (api1, api2):
             again = await api.patch(

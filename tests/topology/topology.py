@@ -6,6 +6,10 @@ environment that compose.yaml gives it, read from the file itself:
   the compose hostnames (`mongo:27017`, `redis:6379`), the published port (`8000:8000`) and
   the `media` volume's mount point mapped to local addresses and one shared local folder;
 - `redis`: its `command` (the append-only file), plus a local port and folder;
+- `nginx`: deploy/nginx.conf (the file its volume mounts) rendered for loopback, one in front of
+  each api process (what compose's one nginx is to its one api), sending files from the shared
+  folder: the public URLs, where media bytes come from (the api runs with
+  ACCEL_REDIRECT_PREFIX, so it answers media routes with an empty X-Accel-Redirect);
 - `mongo`: FerretDB (the suite's real MongoDB-wire server) in place of the `mongo` image;
 - readiness: the `api` healthcheck's own command, with its port mapped.
 What the tests add on top is listed in `TEST_ENVIRONMENT`, each with its reason.
@@ -32,6 +36,7 @@ from typing import Any
 import httpx
 import yaml
 
+from bench import nginx as nginx_conf
 from clipo_gql.auth.tokens import mint
 from clipo_gql.devredis import answers, free_port
 from clipo_gql.settings import Settings
@@ -188,6 +193,8 @@ class Topology:
     apis: list[Process]
     workers: list[Process]
     api_urls: list[str]
+    nginx: list[Process]  # nginx[i] in front of apis[i]
+    public_urls: list[str]  # nginx[i]'s: the PUBLIC_BASE_URL of apis[i]
     mongodb_url: str
     redis_url: str
     database: str
@@ -199,7 +206,7 @@ class Topology:
 
     @property
     def everything(self) -> list[Process]:
-        return [self.mongo, self.redis, *self.apps]
+        return [self.mongo, self.redis, *self.apps, *self.nginx]
 
     def token(self, subject: str = "tester", *, admin: bool = False) -> str:
         """A JWT the API processes accept (signed with compose's AUTH_JWT_SECRET)."""
@@ -329,13 +336,17 @@ def build(
 
     base_env = {k: v for k, v in os.environ.items() if k not in OWN_VARIABLES}
 
-    def app(service_name: str, index: int, port: int | None) -> Process:
+    # Published by nginx (`8000:8080`): the address clients (and PUBLIC_BASE_URL) use.
+    (published,) = services["nginx"]["ports"]
+    public_port = published.split(":")[0]
+
+    def app(service_name: str, index: int, port: int | None, public: int | None = None) -> Process:
         service = services[service_name]
         local_hosts = dict(hosts)
-        for published in service.get("ports", []):
-            host_port, container_port = published.split(":")
-            local_hosts[f"localhost:{host_port}"] = f"127.0.0.1:{port}"
-            local_hosts[f"127.0.0.1:{container_port}"] = f"127.0.0.1:{port}"
+        for exposed in service.get("expose", []):
+            local_hosts[f"127.0.0.1:{exposed}"] = f"127.0.0.1:{port}"
+        if public is not None:
+            local_hosts[f"localhost:{public_port}"] = f"127.0.0.1:{public}"
         mounts = {}
         for volume in service.get("volumes", []):
             name, target = volume.split(":")[:2]
@@ -362,13 +373,39 @@ def build(
         )
 
     api_ports = [free_port() for _ in range(apis)]
-    api_processes = [app("api", i, port) for i, port in enumerate(api_ports)]
+    nginx_ports = [free_port() for _ in range(apis)]
+    api_processes = [
+        app("api", i, port, public)
+        for i, (port, public) in enumerate(zip(api_ports, nginx_ports, strict=True))
+    ]
     worker_processes = [app("worker", i, None) for i in range(workers)]
+    nginx_processes = [
+        _nginx(services["nginx"], folder / f"nginx{i + 1}", port, api_port, media)
+        for i, (port, api_port) in enumerate(zip(nginx_ports, api_ports, strict=True))
+    ]
     database = api_processes[0].env["MONGODB_DATABASE"]
     return Topology(
         folder=folder, media=media, mongo=mongo, redis=redis, apis=api_processes,
         workers=worker_processes, api_urls=[f"http://127.0.0.1:{p}" for p in api_ports],
+        nginx=nginx_processes, public_urls=[f"http://127.0.0.1:{p}" for p in nginx_ports],
         mongodb_url=mongodb_url, redis_url=redis_url, database=database,
+    )  # fmt: skip
+
+
+def _nginx(service: dict[str, Any], prefix: Path, port: int, api_port: int, media: Path) -> Process:
+    """compose's nginx: the config its volume mounts, rendered for loopback, in front of one
+    api process, sending files from the shared media folder (mounted read-only there)."""
+    config, files = service["volumes"]
+    assert config.split(":")[:2] == ["./deploy/nginx.conf", "/etc/nginx/nginx.conf"], config
+    assert files.split(":") == ["media", "/data/media", "ro"], files
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = nginx_conf.render(
+        port=port, upstreams=[f"127.0.0.1:{api_port}"], media=media, prefix=prefix
+    )
+    (prefix / "nginx.conf").write_text(conf)
+    return Process(
+        prefix.name, nginx_conf.command(prefix), dict(os.environ), prefix / "nginx.log",
+        lambda _: nginx_conf.accepts(port),
     )  # fmt: skip
 
 
@@ -380,9 +417,9 @@ def running(
     try:
         topology.mongo.start()
         topology.redis.start()
-        for process in topology.apps:
+        for process in [*topology.apps, *topology.nginx]:
             process.start(wait=False)
-        for process in topology.apps:
+        for process in [*topology.apps, *topology.nginx]:
             process.wait_ready()
         yield topology
     finally:
