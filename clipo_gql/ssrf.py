@@ -18,10 +18,12 @@ the connection) to a proxy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 import socket
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -39,6 +41,7 @@ __all__ = [
     "AddressPolicy",
     "CheckedUrl",
     "IPAddress",
+    "PinnedBackend",
     "Resolver",
     "check_url",
     "connect_reason",
@@ -386,12 +389,20 @@ async def _system_resolver(host: str, port: int) -> list[IPAddress]:
 # -- the pinned connection ------------------------------------------------------------------
 
 
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
+class PinnedBackend(httpcore.AsyncNetworkBackend):
     """Opens TCP connections to the checked addresses only, whatever host is asked for."""
 
     def __init__(self, addresses: Sequence[IPAddress]) -> None:
         self._addresses = tuple(addresses)
         self._inner = httpcore.AnyIOBackend()
+        self._opened: weakref.WeakSet[httpcore.AsyncNetworkStream] = weakref.WeakSet()
+
+    async def close_all(self) -> None:
+        """Close every connection still open, also one a cancelled request left behind
+        (httpcore does not always close a connection whose request was cancelled)."""
+        for stream in list(self._opened):
+            with contextlib.suppress(Exception):
+                await stream.aclose()
 
     async def connect_tcp(
         self,
@@ -404,11 +415,14 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
         failure: Exception | None = None
         for ip in self._addresses:
             try:
-                return await self._inner.connect_tcp(
+                stream = await self._inner.connect_tcp(
                     str(ip), port, timeout, local_address, socket_options
                 )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc  # all were checked: try the next one, like a resolver order
+                continue
+            self._opened.add(stream)
+            return stream
         assert failure is not None  # resolve() never returns an empty list
         raise failure
 
@@ -425,7 +439,10 @@ class _PinnedBackend(httpcore.AsyncNetworkBackend):
 
 
 def pinned_pool(
-    addresses: Sequence[IPAddress], max_connections: int = 1, keepalive_expiry: float | None = None
+    addresses: Sequence[IPAddress],
+    max_connections: int = 1,
+    keepalive_expiry: float | None = None,
+    backend: PinnedBackend | None = None,
 ) -> httpcore.AsyncConnectionPool:
     """A connection pool that connects to `addresses` (from `resolve`) only."""
     return httpcore.AsyncConnectionPool(
@@ -435,7 +452,7 @@ def pinned_pool(
         http1=True,
         http2=False,
         retries=0,
-        network_backend=_PinnedBackend(addresses),
+        network_backend=backend or PinnedBackend(addresses),
     )
 
 

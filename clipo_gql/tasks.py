@@ -38,7 +38,7 @@ from clipo_gql.webhooks.dispatch import (
     expire_log,
     requeue_pending,
 )
-from clipo_gql.webhooks.jobs import webhook_worker
+from clipo_gql.webhooks.jobs import close_webhook_worker, webhook_worker
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +358,7 @@ async def _stop_helpers(ctx: dict[str, Any]) -> None:
         await stop(requeuer)
     deliveries = ctx.pop("webhook_worker", None)
     if deliveries is not None:
-        await stop(ctx.pop("webhook_runner"))
-        await deliveries.close()
+        await close_webhook_worker(deliveries, ctx.pop("webhook_runner"))
     heartbeat = ctx.get("heartbeat")
     if heartbeat is not None:
         await heartbeat.stop()

@@ -22,6 +22,7 @@ import logging
 import random
 import time
 import uuid
+from collections import OrderedDict
 from datetime import timedelta
 from typing import Any, TypedDict, cast
 
@@ -57,6 +58,8 @@ LEASE_SECONDS = 10.0
 # A job early by more than this is a duplicate of one queued for later: it leaves it be.
 EARLY_SLACK = timedelta(seconds=1)
 OUTAGE_DELAY_SECONDS = 2.0
+SLOT_WAIT_SECONDS = 1.0
+GATES = 4096
 
 # A sorted set of slot holders per endpoint, scored by when their lease ends.
 _ACQUIRE = """
@@ -76,6 +79,7 @@ class WebhookContext(TypedDict):
     sender: Sender
     # POSTs in flight in this process: WEBHOOK_CONCURRENCY.
     sending: asyncio.Semaphore
+    gates: Gates
 
 
 # Which attempt a job makes of each of its deliveries: delivery id -> attempts made before.
@@ -130,7 +134,7 @@ async def enqueue_delivery(
 async def deliver_webhooks(ctx: dict[str, Any], due: Due) -> None:
     """Make the attempts in `due` that are still to be made, side by side."""
     try:
-        await _deliver(cast(WebhookContext, ctx), ctx["job_id"], due)
+        await _deliver(cast(WebhookContext, ctx), ctx["job_id"], ctx.get("job_try", 1), due)
     except (PyMongoError, RedisError, OSError) as exc:
         # An outage: soon again, not after the periodic pass finds them overdue. Attempts
         # recorded already are skipped then; one that struck after its POST is sent twice.
@@ -138,7 +142,7 @@ async def deliver_webhooks(ctx: dict[str, Any], due: Due) -> None:
         raise Retry(defer=OUTAGE_DELAY_SECONDS) from exc
 
 
-async def _deliver(wctx: WebhookContext, arq_job_id: str, due: Due) -> None:
+async def _deliver(wctx: WebhookContext, arq_job_id: str, job_try: int, due: Due) -> None:
     ids = [oid for oid in map(parse_id, due) if oid is not None]
     pending = WebhookDeliveryStatus.PENDING.value
     found = await WebhookDelivery.find({"_id": {"$in": ids}, "status": pending}).to_list()
@@ -164,39 +168,85 @@ async def _deliver(wctx: WebhookContext, arq_job_id: str, due: Due) -> None:
         await stop(lease)
     made = [(d, o) for d, o in zip(ready, outcomes, strict=True) if isinstance(o, Outcome)]
     await _record(wctx, made)
-    for delivery, outcome in zip(ready, outcomes, strict=True):
-        if outcome is BUSY:
-            # Its endpoint has all its slots in use: on its own, in a moment.
-            await enqueue_delivery(
-                wctx["redis"], wctx["settings"], delivery.id, delivery.attempts,
-                random.uniform(0.05, 0.25),
-            )  # fmt: skip
+    busy = [d for d, o in zip(ready, outcomes, strict=True) if o is BUSY]
+    if busy and len(due) == 1:
+        # A delivery on its own, its endpoint still busy: again later, backing off.
+        raise Retry(defer=min(30.0, 0.1 * 2 ** min(job_try, 9)) * random.uniform(1, 1.5))
+    for delivery in busy:
+        # Its endpoint has all its slots in use: on its own, so this job does not wait.
+        await enqueue_delivery(
+            wctx["redis"], wctx["settings"], delivery.id, delivery.attempts,
+            random.uniform(0.05, 0.25),
+        )  # fmt: skip
 
 
 BUSY = object()
 
 
+class Gates:
+    """This process's share of each endpoint's slots: attempts wait here without asking
+    Redis (which counts them across processes) until one of the endpoint's is free."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._gates: OrderedDict[object, asyncio.Semaphore] = OrderedDict()
+
+    def of(self, endpoint_id: object) -> asyncio.Semaphore:
+        gate = self._gates.get(endpoint_id)
+        if gate is None:
+            gate = self._gates[endpoint_id] = asyncio.Semaphore(self.limit)
+            if len(self._gates) > GATES:
+                # The least recently used; one still held only lets a few more in at once.
+                self._gates.popitem(last=False)
+        else:
+            self._gates.move_to_end(endpoint_id)
+        return gate
+
+
 async def _attempt(
     wctx: WebhookContext, delivery: WebhookDelivery, endpoint: WebhookEndpoint | None
 ) -> Outcome | object | None:
-    """The attempt's outcome; BUSY if the endpoint has no free slot; None without endpoint
-    (deleted meanwhile, its log with it)."""
+    """The attempt's outcome; BUSY if the endpoint had no free slot within SLOT_WAIT_SECONDS
+    (a slow receiver's are taken); None without endpoint (deleted meanwhile, its log with
+    it)."""
     if endpoint is None:
         return None
+    gate = wctx["gates"].of(endpoint.id)
+    try:
+        async with asyncio.timeout(SLOT_WAIT_SECONDS):
+            await gate.acquire()
+    except TimeoutError:
+        return BUSY
+    try:
+        async with wctx["sending"]:
+            return await _send_in_slot(wctx, delivery, endpoint)
+    finally:
+        gate.release()
+
+
+async def _send_in_slot(
+    wctx: WebhookContext, delivery: WebhookDelivery, endpoint: WebhookEndpoint
+) -> Outcome | object:
     settings, redis = wctx["settings"], wctx["redis"]
     assert endpoint.id is not None
     key = slots_key(settings, endpoint.id)
     token = uuid.uuid4().hex
     lease_ms = int((settings.webhook_timeout_seconds + LEASE_SECONDS) * 1000)
     limit = settings.webhook_endpoint_concurrency
-    held = await redis.eval(_ACQUIRE, 1, key, str(_ms()), str(lease_ms), str(limit), token)  # type: ignore[misc]
-    if not held:
-        return BUSY
+    waited, pause = 0.0, 0.005
+    # Other processes' attempts to the endpoint (this one's wait at its gate).
+    while not await redis.eval(  # type: ignore[misc]
+        _ACQUIRE, 1, key, str(_ms()), str(lease_ms), str(limit), token
+    ):
+        if waited >= SLOT_WAIT_SECONDS:
+            return BUSY
+        await asyncio.sleep(pause)
+        waited += pause
+        pause = min(pause * 2, 0.1)
     try:
-        async with wctx["sending"]:
-            return await wctx["sender"].send(
-                endpoint.url, endpoint.secret, delivery.event_id, delivery.body
-            )
+        return await wctx["sender"].send(
+            endpoint.url, endpoint.secret, delivery.event_id, delivery.body
+        )
     finally:
         await redis.zrem(key, token)
 
@@ -265,8 +315,11 @@ def webhook_worker(settings: Settings, worker_class: type[Worker] = Worker) -> W
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         sending = asyncio.Semaphore(settings.webhook_concurrency)
+        gates = Gates(settings.webhook_endpoint_concurrency)
         ctx.update(
-            WebhookContext(redis=ctx["redis"], settings=settings, sender=sender, sending=sending)
+            WebhookContext(
+                redis=ctx["redis"], settings=settings, sender=sender, sending=sending, gates=gates
+            )
         )
 
     return worker_class(
@@ -282,7 +335,9 @@ def webhook_worker(settings: Settings, worker_class: type[Worker] = Worker) -> W
         ],
         redis_settings=redis_settings(settings),
         queue_name=settings.webhook_queue_name,
-        max_jobs=settings.webhook_concurrency,
+        # Jobs wait at busy endpoints (a second at most) and for the process's POST slots:
+        # more of them than POSTs, so one waiting never keeps a ready one from starting.
+        max_jobs=settings.webhook_concurrency * 4,
         poll_delay=settings.worker_poll_delay_seconds,
         handle_signals=False,
         health_check_interval=30,
@@ -305,3 +360,22 @@ async def redeliver(redis: ArqRedis, settings: Settings, delivery_id: ObjectId) 
         arq_job_id=redelivery_job_id(delivery_id, delivery.attempts),
     )  # fmt: skip
     return delivery
+
+
+async def close_webhook_worker(worker: Worker, runner: asyncio.Task[None]) -> None:
+    """Stop taking jobs, end the running ones (their attempts run again elsewhere: at least
+    once), then let arq close its pool. arq's close() gathers the job tasks it cancels, and
+    a cancelled one makes that gather raise before the pool is closed: its connections then
+    leak. So the jobs are ended here first."""
+    await stop(runner)
+    jobs = list(worker.tasks.values())
+    for task in jobs:
+        task.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    worker.tasks.clear()
+    try:
+        await worker.close()
+    except (RedisError, OSError) as exc:
+        log.warning("the webhook worker closed without Redis: %r", exc)
+        if worker._pool is not None:
+            await worker._pool.aclose()

@@ -25,6 +25,7 @@ from clipo_gql.ssrf import (
     AddressPolicy,
     CheckedUrl,
     IPAddress,
+    PinnedBackend,
     check_url,
     connect_reason,
     pinned_pool,
@@ -56,7 +57,9 @@ class Sender:
     def __init__(self, settings: Settings, policy: AddressPolicy | None = None) -> None:
         self.settings = settings
         self.policy = policy or AddressPolicy.from_settings(settings)
-        self._pools: OrderedDict[_PoolKey, httpcore.AsyncConnectionPool] = OrderedDict()
+        self._pools: OrderedDict[_PoolKey, tuple[httpcore.AsyncConnectionPool, PinnedBackend]] = (
+            OrderedDict()
+        )
         self._closing: set[asyncio.Task[None]] = set()
 
     async def send(self, url: str, secret: str, event_id: str, body: str) -> Outcome:
@@ -128,24 +131,32 @@ class Sender:
         self, checked: CheckedUrl, addresses: list[IPAddress]
     ) -> httpcore.AsyncConnectionPool:
         key = (checked.scheme, checked.host, checked.port, tuple(addresses))
-        pool = self._pools.get(key)
-        if pool is not None:
+        found = self._pools.get(key)
+        if found is not None:
             self._pools.move_to_end(key)
-            return pool
-        pool = self._pools[key] = pinned_pool(
+            return found[0]
+        backend = PinnedBackend(addresses)
+        pool = pinned_pool(
             addresses,
             max_connections=self.settings.webhook_endpoint_concurrency,
             keepalive_expiry=KEEPALIVE_SECONDS,
+            backend=backend,
         )
+        self._pools[key] = (pool, backend)
         while len(self._pools) > POOLS:
             _, evicted = self._pools.popitem(last=False)
-            task = asyncio.get_running_loop().create_task(evicted.aclose())
+            task = asyncio.get_running_loop().create_task(_close(*evicted))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return pool
 
     async def aclose(self) -> None:
         pools, self._pools = list(self._pools.values()), OrderedDict()
-        for pool in pools:
-            with contextlib.suppress(Exception):
-                await pool.aclose()
+        for pool, backend in pools:
+            await _close(pool, backend)
+
+
+async def _close(pool: httpcore.AsyncConnectionPool, backend: PinnedBackend) -> None:
+    with contextlib.suppress(Exception):
+        await pool.aclose()
+    await backend.close_all()
