@@ -12,7 +12,6 @@ a measured side.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,16 @@ import httpx
 
 from bench.b1_end_to_end import shell, shell_script
 from bench.b3_upload import delete_ours
-from bench.common import Context, Result, Service, alternate, dev_server, make_clip, upload
+from bench.common import (
+    Context,
+    Result,
+    Service,
+    alternate,
+    dev_server,
+    make_clip,
+    upload,
+    video_states,
+)
 
 TARGET = 1.15
 PLAYABLE = "subscription($id: ID!) { videoStatus(id: $id) { status error streamUrl } }"
@@ -28,28 +36,13 @@ PLAYABLE = "subscription($id: ID!) { videoStatus(id: $id) { status error streamU
 
 async def until_playable(service: Service, video_id: str) -> str:
     """Follow the video over the subscription until it has a `streamUrl`; that URL."""
-    import websockets
-    from websockets.typing import Subprotocol
-
-    async with websockets.connect(
-        service.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
-    ) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-        while json.loads(await ws.recv())["type"] != "connection_ack":
-            pass
-        payload = {"query": PLAYABLE, "variables": {"id": video_id}}
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == "next":
-                video = message["payload"]["data"]["videoStatus"]
-                if video["status"] == "FAILED":
-                    raise RuntimeError(f"video {video_id} FAILED: {video['error']}")
-                if video["streamUrl"]:
-                    url: str = video["streamUrl"]
-                    return url
-            elif message["type"] in ("complete", "error"):
-                raise RuntimeError(f"video {video_id}: subscription ended before playable")
+    async for video in video_states(service, PLAYABLE, video_id):
+        if video["status"] == "FAILED":
+            raise RuntimeError(f"video {video_id} FAILED: {video['error']}")
+        if video["streamUrl"]:
+            url: str = video["streamUrl"]
+            return url
+    raise RuntimeError(f"video {video_id}: subscription ended before playable")
 
 
 def ffmpeg_children(pid: int) -> list[int]:

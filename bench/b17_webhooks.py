@@ -43,6 +43,7 @@ from bench.common import (
     free_port,
     make_clip,
     upload,
+    video_states,
 )
 
 ENDPOINTS = 50
@@ -182,25 +183,10 @@ def stamp(text: str) -> float:
 
 async def watch_done(service: Service, video_id: str) -> float:
     """Subscribe; DONE → received, from the DONE state's updatedAt, in ms."""
-    import websockets
-    from websockets.typing import Subprotocol
-
-    async with websockets.connect(
-        service.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
-    ) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-        while json.loads(await ws.recv())["type"] != "connection_ack":
-            pass
-        payload = {"query": WATCH, "variables": {"id": video_id}}
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
-        while True:
-            message = json.loads(await ws.recv())
-            if message["type"] == "next":
-                video = message["payload"]["data"]["videoStatus"]
-                if video["status"] == "DONE":
-                    return (time.time() - stamp(video["updatedAt"])) * 1000
-            elif message["type"] in ("complete", "error"):
-                raise RuntimeError(f"video {video_id} ended without DONE: {message}")
+    async for video in video_states(service, WATCH, video_id):
+        if video["status"] == "DONE":
+            return (time.time() - stamp(video["updatedAt"])) * 1000
+    raise RuntimeError(f"video {video_id} ended without DONE")
 
 
 def p99(values: list[float]) -> float:

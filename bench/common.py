@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -293,3 +294,30 @@ async def until_final(service: Service, video_id: str, authorization: str | None
                     raise RuntimeError(f"video {video_id} FAILED: {video['error']}")
             elif message["type"] in ("complete", "error"):
                 return status
+
+
+async def video_states(
+    service: Service, query: str, video_id: str
+) -> AsyncIterator[dict[str, Any]]:
+    """Each `videoStatus` state of `query` the subscription sends (graphql-transport-ws),
+    until the server completes it; an error message raises."""
+    import websockets
+    from websockets.typing import Subprotocol
+
+    async with websockets.connect(
+        service.ws_url, subprotocols=[Subprotocol("graphql-transport-ws")]
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        while json.loads(await ws.recv())["type"] != "connection_ack":
+            pass
+        payload = {"query": query, "variables": {"id": video_id}}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == "next":
+                state: dict[str, Any] = message["payload"]["data"]["videoStatus"]
+                yield state
+            elif message["type"] == "error":
+                raise RuntimeError(f"video {video_id}: {message['payload']}")
+            elif message["type"] == "complete":
+                return

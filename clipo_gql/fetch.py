@@ -146,12 +146,7 @@ class _Fetch:
                     pinned_pool(addresses) as pool,
                     pool.stream(
                         "GET",
-                        httpcore.URL(
-                            scheme=checked.scheme.encode(),
-                            host=checked.host.encode(),
-                            port=checked.port,
-                            target=checked.path_and_query.encode(),
-                        ),
+                        checked.request_url,
                         headers=[
                             (b"Host", checked.netloc.encode()),
                             (b"User-Agent", USER_AGENT.encode()),

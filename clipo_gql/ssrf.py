@@ -215,6 +215,16 @@ class CheckedUrl:
         return _netloc(self.scheme, self.host, self.port)
 
     @property
+    def request_url(self) -> httpcore.URL:
+        """The URL as httpcore takes it (the host for TLS; the socket's address is ours)."""
+        return httpcore.URL(
+            scheme=self.scheme.encode(),
+            host=self.host.encode(),
+            port=self.port,
+            target=self.path_and_query.encode(),
+        )
+
+    @property
     def ip(self) -> IPAddress | None:
         """The host when it is an IP address literal."""
         try:

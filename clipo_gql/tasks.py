@@ -38,7 +38,7 @@ from clipo_gql.webhooks.dispatch import (
     expire_log,
     requeue_pending,
 )
-from clipo_gql.webhooks.jobs import close_webhook_worker, webhook_worker
+from clipo_gql.webhooks.jobs import run_webhook_worker
 
 log = logging.getLogger(__name__)
 
@@ -247,8 +247,7 @@ def worker_lifecycle(settings: Settings, *, own_mongo: bool, standalone: bool) -
         await requeue_missing(ctx["redis"])
         ctx["requeuer"] = asyncio.create_task(housekeeping(cast(WorkerContext, ctx)))
         # Deliveries run beside the jobs, on their own queue and slots (webhooks/jobs.py).
-        deliveries = ctx["webhook_worker"] = webhook_worker(settings, PromptWorker)
-        ctx["webhook_runner"] = asyncio.create_task(deliveries.async_run())
+        ctx["webhook_runner"] = asyncio.create_task(run_webhook_worker(settings, PromptWorker))
         ctx["heartbeat"].start()
         # Supervisors and the topology tests wait for this line.
         log.info("worker ready: MongoDB and Redis answer, taking jobs from %s", settings.queue_name)
@@ -356,9 +355,9 @@ async def _stop_helpers(ctx: dict[str, Any]) -> None:
     requeuer = ctx.pop("requeuer", None)
     if requeuer is not None:
         await stop(requeuer)
-    deliveries = ctx.pop("webhook_worker", None)
+    deliveries = ctx.pop("webhook_runner", None)
     if deliveries is not None:
-        await close_webhook_worker(deliveries, ctx.pop("webhook_runner"))
+        await stop(deliveries)
     heartbeat = ctx.get("heartbeat")
     if heartbeat is not None:
         await heartbeat.stop()

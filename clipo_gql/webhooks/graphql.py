@@ -7,6 +7,7 @@ from datetime import datetime
 
 import strawberry
 from beanie import SortDirection
+from bson import ObjectId
 
 from clipo_gql import models
 from clipo_gql.auth.ownership import scope
@@ -82,10 +83,11 @@ class WebhookDelivery:
         )
 
 
-def _id(value: strawberry.ID, what: str) -> strawberry.ID:
-    if parse_id(str(value)) is None:
+def _id(value: strawberry.ID, what: str) -> ObjectId:
+    oid = parse_id(str(value))
+    if oid is None:
         raise BadUserInputError(f"Malformed {what} id: expected 24 hexadecimal characters")
-    return value
+    return oid
 
 
 @strawberry.type
@@ -104,8 +106,7 @@ class WebhookQuery:
     async def webhook_deliveries(
         self, info: Info, endpoint_id: strawberry.ID, first: int | None = 20
     ) -> list[WebhookDelivery]:
-        oid = parse_id(str(_id(endpoint_id, "endpoint")))
-        assert oid is not None
+        oid = _id(endpoint_id, "endpoint")
         first = 20 if first is None else first
         if not 0 <= first <= MAX_DELIVERIES:
             raise BadUserInputError(f"`first` must be from 0 to {MAX_DELIVERIES}")
@@ -149,9 +150,7 @@ class WebhookMutation:
         "false when there was none (or it is not yours)."
     )
     async def delete_webhook_endpoint(self, info: Info, id: strawberry.ID) -> bool:
-        oid = parse_id(str(_id(id, "endpoint")))
-        assert oid is not None
-        return await endpoints.delete(info.context.principal, oid)
+        return await endpoints.delete(info.context.principal, _id(id, "endpoint"))
 
     # mypy loses the decorator's type through the import cycle schema -> webhooks -> state.
     @strawberry.mutation(  # type: ignore[untyped-decorator]
@@ -159,8 +158,7 @@ class WebhookMutation:
         "`webhook-id`. NOT_FOUND for one that is not there (or not yours)."
     )
     async def redeliver_webhook(self, info: Info, delivery_id: strawberry.ID) -> WebhookDelivery:
-        oid = parse_id(str(_id(delivery_id, "delivery")))
-        assert oid is not None
+        oid = _id(delivery_id, "delivery")
         principal = info.context.principal
         found = await DeliveryDocument.find_one({"_id": oid, **scope(principal)})
         if found is None or await endpoints.find(principal, found.endpoint_id) is None:

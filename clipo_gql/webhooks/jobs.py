@@ -362,12 +362,27 @@ async def redeliver(redis: ArqRedis, settings: Settings, delivery_id: ObjectId) 
     return delivery
 
 
-async def close_webhook_worker(worker: Worker, runner: asyncio.Task[None]) -> None:
-    """Stop taking jobs, end the running ones (their attempts run again elsewhere: at least
-    once), then let arq close its pool. arq's close() gathers the job tasks it cancels, and
-    a cancelled one makes that gather raise before the pool is closed: its connections then
-    leak. So the jobs are ended here first."""
-    await stop(runner)
+async def run_webhook_worker(settings: Settings, worker_class: type[Worker] = Worker) -> None:
+    """The delivery worker of a process, started again when it loses Redis (the processing
+    worker beside it may not: a blip between its polls), closed when this is cancelled."""
+    delay = 0.5
+    while True:
+        worker = webhook_worker(settings, worker_class)
+        try:
+            await worker.async_run()
+        except (RedisError, OSError) as exc:
+            log.warning("webhook worker lost Redis (%s); starting again in %.1f s", exc, delay)
+        finally:
+            await _close(worker)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def _close(worker: Worker) -> None:
+    """End the running jobs (their attempts run again elsewhere: at least once), then let
+    arq close its pool. arq's close() gathers the job tasks it cancels, and a cancelled one
+    makes that gather raise before the pool is closed: its connections then leak. So the
+    jobs are ended here first."""
     jobs = list(worker.tasks.values())
     for task in jobs:
         task.cancel()

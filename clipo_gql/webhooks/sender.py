@@ -95,12 +95,7 @@ class Sender:
         t = self.settings.webhook_timeout_seconds
         async with self._pool(checked, addresses).stream(
             "POST",
-            httpcore.URL(
-                scheme=checked.scheme.encode(),
-                host=checked.host.encode(),
-                port=checked.port,
-                target=checked.path_and_query.encode(),
-            ),
+            checked.request_url,
             headers=[
                 (b"Host", checked.netloc.encode()),
                 (b"User-Agent", USER_AGENT.encode()),
