@@ -24,7 +24,7 @@ def test_every_benchmark_runs(tmp_path: Path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = out.read_text()
-    for row in range(1, 17):
+    for row in range(1, 19):
         assert f"\n| {row} | " in report, f"row {row} missing:\n{report}"
     assert "top rung copied vs encoded" in report
     # Rows 4 and 14 also through nginx with X-Accel-Redirect (bench/b4_14_accel.py).
