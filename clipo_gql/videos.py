@@ -22,6 +22,7 @@ from clipo_gql.auth.principal import Principal
 from clipo_gql.errors import NotFoundError
 from clipo_gql.events import EventHub, EventPublisher
 from clipo_gql.models import Output, Video, VideoStatus, WebhookEventType, now
+from clipo_gql.webhooks import endpoints
 from clipo_gql.webhooks.events import new_event, outbox_push
 
 ACTIVE = (VideoStatus.PENDING, VideoStatus.PROCESSING)
@@ -77,8 +78,10 @@ class VideoService:
             "$set": {**fields, "updated_at": now()},
             "$inc": {"version": 1, **(inc or {})},
         }
-        if event is not None:
+        if event is not None and await _wants_events(video_id):
             update["$push"] = outbox_push(new_event(event))
+        else:
+            event = None
         raw = await Video.get_motor_collection().find_one_and_update(
             query, update, return_document=ReturnDocument.AFTER
         )
@@ -96,7 +99,8 @@ class VideoService:
     async def insert(self, video: Video) -> None:
         """Store a new video with its `video.created` event, which `announce` hands on once
         the caller's whole step has worked (a video rolled back takes its event with it)."""
-        video.webhook_outbox.append(new_event(WebhookEventType.VIDEO_CREATED))
+        if await endpoints.any_for(video.owner_id):
+            video.webhook_outbox.append(new_event(WebhookEventType.VIDEO_CREATED))
         await video.insert()
 
     async def announce(self, video: Video) -> None:
@@ -211,6 +215,12 @@ class VideoService:
         removed. A process that dies in between leaves that to the workers' periodic pass
         (webhooks/dispatch.py), which finishes the delete.
         """
+        if not await _wants_events(video_id):
+            result = await Video.get_motor_collection().delete_one({"_id": video_id, **scope})
+            if result.deleted_count == 0:
+                return False
+            await self._announce_gone(video_id)
+            return True
         event = new_event(WebhookEventType.VIDEO_DELETED)
         raw = await Video.get_motor_collection().find_one_and_update(
             {"_id": video_id, **scope},
@@ -226,6 +236,9 @@ class VideoService:
     async def remove(self, video_id: ObjectId) -> None:
         """The second step of `delete`."""
         await Video.get_motor_collection().delete_one({"_id": video_id})
+        await self._announce_gone(video_id)
+
+    async def _announce_gone(self, video_id: ObjectId) -> None:
         # Subscribers re-read on this, find nothing, and complete.
         await self.events.redis.publish(self.events.channel(video_id), DELETED)
 
@@ -269,3 +282,11 @@ async def _newest(queue: asyncio.Queue[VideoEvent | None]) -> Video | None:
         return None
     newest: Video = max(videos, key=lambda v: v.version)
     return newest
+
+
+async def _wants_events(video_id: ObjectId) -> bool:
+    """Whether the video's owner has a webhook endpoint. Owners without one (most) get no
+    outbox writes at all, and so no second write racing theirs; an endpoint made meanwhile
+    hears of the changes after it."""
+    raw = await Video.get_motor_collection().find_one({"_id": video_id}, {"owner_id": 1})
+    return raw is not None and await endpoints.any_for(str(raw.get("owner_id", "")))

@@ -51,6 +51,11 @@ async def create(
     return endpoint
 
 
+async def any_for(owner_id: str) -> bool:
+    """Whether the owner has an endpoint: without one, their videos' changes carry no event."""
+    return await WebhookEndpoint.find_one({"owner_id": owner_id}) is not None
+
+
 async def listing(principal: Principal) -> list[WebhookEndpoint]:
     """The principal's endpoints (an admin's: everyone's), oldest first."""
     return await WebhookEndpoint.find(scope(principal)).sort("created_at", "_id").to_list()
