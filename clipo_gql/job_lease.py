@@ -1,13 +1,17 @@
-"""A short, renewed lock for a running arq job, and stopping helper tasks."""
+"""What arq workers share: a short, renewed lock for a running job, stopping helper tasks,
+and keeping an in-process worker running through Redis outages."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
+from arq.worker import Worker
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -36,3 +40,34 @@ async def stop(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+W = TypeVar("W", bound=Worker)
+
+
+async def keep_running(
+    make: Callable[[], W], close: Callable[[W], Awaitable[None]], what: str
+) -> None:
+    """Run a worker made by `make`, and a new one when it loses Redis (backing off up to
+    5 s); `close` each one that ends, and the last when this is cancelled."""
+    delay = 0.5
+    while True:
+        worker = make()
+        try:
+            await worker.async_run()
+        except (RedisError, OSError) as exc:
+            log.warning("%s lost Redis (%s); starting again in %.1f s", what, exc, delay)
+        finally:
+            await close(worker)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+async def close_worker(worker: Worker) -> None:
+    """arq's close(); with Redis gone it fails before closing its pool, so close that here."""
+    try:
+        await worker.close()
+    except (RedisError, OSError) as exc:
+        log.warning("a worker closed without Redis: %r", exc)
+        if worker._pool is not None:
+            await worker._pool.aclose()

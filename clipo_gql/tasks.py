@@ -21,7 +21,7 @@ from clipo_gql import logs, records
 from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.connections import init_mongo, redis_settings
 from clipo_gql.events import EventPublisher
-from clipo_gql.job_lease import hold_lease, stop
+from clipo_gql.job_lease import close_worker, hold_lease, keep_running, stop
 from clipo_gql.media import Media
 from clipo_gql.models import Video, VideoStatus
 from clipo_gql.ops.exporter import WorkerMetrics
@@ -325,26 +325,12 @@ async def run_embedded_worker(settings: Settings) -> None:
     A separate `clipo-gql worker` process exits when it loses Redis and its supervisor
     restarts it; inside the API process nobody would, so this loop does.
     """
-    delay = 0.5
-    while True:
-        worker = embedded_worker(settings)
-        try:
-            await worker.async_run()
-        except (RedisError, OSError) as exc:
-            log.warning("embedded worker lost Redis (%s); starting again in %.1f s", exc, delay)
-        finally:
-            await _close(worker)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+    await keep_running(lambda: embedded_worker(settings), _close, "embedded worker")
 
 
 async def _close(worker: PromptWorker) -> None:
     try:
-        await worker.close()
-    except (RedisError, OSError):
-        # close() talks to Redis before it closes its pool: with Redis gone, close the pool here.
-        if worker._pool is not None:
-            await worker._pool.aclose()
+        await close_worker(worker)
     finally:
         # on_shutdown does not run when close() fails: stop the helpers here too.
         await _stop_helpers(worker.ctx)

@@ -35,7 +35,7 @@ from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from clipo_gql.connections import redis_settings
-from clipo_gql.job_lease import hold_lease, stop
+from clipo_gql.job_lease import close_worker, hold_lease, keep_running, stop
 from clipo_gql.models import (
     WebhookDelivery,
     WebhookDeliveryStatus,
@@ -365,17 +365,7 @@ async def redeliver(redis: ArqRedis, settings: Settings, delivery_id: ObjectId) 
 async def run_webhook_worker(settings: Settings, worker_class: type[Worker] = Worker) -> None:
     """The delivery worker of a process, started again when it loses Redis (the processing
     worker beside it may not: a blip between its polls), closed when this is cancelled."""
-    delay = 0.5
-    while True:
-        worker = webhook_worker(settings, worker_class)
-        try:
-            await worker.async_run()
-        except (RedisError, OSError) as exc:
-            log.warning("webhook worker lost Redis (%s); starting again in %.1f s", exc, delay)
-        finally:
-            await _close(worker)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 5.0)
+    await keep_running(lambda: webhook_worker(settings, worker_class), _close, "webhook worker")
 
 
 async def _close(worker: Worker) -> None:
@@ -388,9 +378,4 @@ async def _close(worker: Worker) -> None:
         task.cancel()
     await asyncio.gather(*jobs, return_exceptions=True)
     worker.tasks.clear()
-    try:
-        await worker.close()
-    except (RedisError, OSError) as exc:
-        log.warning("the webhook worker closed without Redis: %r", exc)
-        if worker._pool is not None:
-            await worker._pool.aclose()
+    await close_worker(worker)
