@@ -12,7 +12,6 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 HANG = -1
 # Receivers listen on one of these, so that a test can allow them (URL_FETCH_ALLOWED_PORTS)
@@ -27,11 +26,6 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
-
-    def json(self) -> Any:
-        import json
-
-        return json.loads(self.body)
 
 
 @dataclass

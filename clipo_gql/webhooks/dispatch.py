@@ -31,7 +31,7 @@ from clipo_gql.models import (
 from clipo_gql.ops.metrics import WEBHOOK_EVENTS, WEBHOOK_PENDING
 from clipo_gql.settings import Settings
 from clipo_gql.webhooks import events
-from clipo_gql.webhooks.events import outbox_push
+from clipo_gql.webhooks.events import outbox_document
 from clipo_gql.webhooks.jobs import (
     Due,
     enqueue_deliveries,
@@ -69,7 +69,7 @@ class Dispatcher:
             await self._fan_out(video, event, endpoints)
         # The very entries dispatched, by value: one pushed meanwhile stays. ($pullAll, not
         # $pull with a condition, which FerretDB 1.24 takes for a value to match.)
-        dispatched = [outbox_push(e)["webhook_outbox"] for e in video.webhook_outbox]
+        dispatched = [outbox_document(e) for e in video.webhook_outbox]
         await Video.get_motor_collection().update_one(
             {"_id": video.id}, {"$pullAll": {"webhook_outbox": dispatched}}
         )

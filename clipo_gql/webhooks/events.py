@@ -17,14 +17,8 @@ from bson import ObjectId
 from strawberry.utils.str_converters import to_camel_case
 
 from clipo_gql.auth.media_links import MediaLinks
-from clipo_gql.models import OutboxEntry, Video, VideoStatus, WebhookEventType, now
+from clipo_gql.models import OutboxEntry, Video, WebhookEventType, now
 from clipo_gql.types import Video as VideoType
-
-# The event a final state announces; other states announce none.
-FINAL_EVENTS = {
-    VideoStatus.DONE: WebhookEventType.VIDEO_READY,
-    VideoStatus.FAILED: WebhookEventType.VIDEO_FAILED,
-}
 
 
 def new_event(event_type: WebhookEventType) -> OutboxEntry:
@@ -32,9 +26,14 @@ def new_event(event_type: WebhookEventType) -> OutboxEntry:
     return OutboxEntry(id=f"msg_{ObjectId()}", type=event_type, at=now())
 
 
+def outbox_document(event: OutboxEntry) -> dict[str, Any]:
+    """`event` as the outbox stores it: what `$push` adds and `$pullAll` matches."""
+    return event.model_dump(mode="python")
+
+
 def outbox_push(event: OutboxEntry) -> dict[str, Any]:
     """The `$push` that records `event` in the same update as the change it announces."""
-    return {"webhook_outbox": event.model_dump(mode="python")}
+    return {"webhook_outbox": outbox_document(event)}
 
 
 def iso(moment: datetime) -> str:

@@ -76,9 +76,7 @@ class WebhookDelivery:
             attempts=doc.attempts,
             last_status_code=doc.last_status_code,
             last_error=doc.last_error,
-            next_attempt_at=(
-                doc.next_attempt_at if doc.status is models.WebhookDeliveryStatus.PENDING else None
-            ),
+            next_attempt_at=doc.next_attempt_at,  # None once DELIVERED or FAILED
             created_at=doc.created_at,
         )
 
