@@ -33,7 +33,7 @@ from clipo_gql.routes import routes
 from clipo_gql.schema import build_schema
 from clipo_gql.settings import Settings
 from clipo_gql.state import AppState
-from clipo_gql.storage import Storage
+from clipo_gql.storage import open_storage
 from clipo_gql.tasks import run_embedded_worker
 from clipo_gql.tus import protocol as tus_protocol
 from clipo_gql.tus import routes as tus_routes
@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, AppState]]:
         mongo = await init_mongo(settings, allow_stand_in=embedded)
         redis = await create_redis(settings)
-        storage = Storage(settings.media_dir)
+        storage = open_storage(settings)
         storage.prepare()
         storage.claim_uploads()
         if embedded and not settings.mongodb_url:

@@ -148,10 +148,10 @@ def reindex(settings: Settings, *, force: bool) -> int:
     import asyncio
 
     from clipo_gql import reindex as library
-    from clipo_gql.storage import Storage
+    from clipo_gql.storage import open_storage
 
-    storage = Storage(settings.media_dir)
-    if not storage.videos.is_dir():
+    storage = open_storage(settings)
+    if storage.remote is None and not storage.videos.is_dir():
         sys.stderr.write(f"clipo-gql reindex: no {storage.videos}: is MEDIA_DIR right?\n")
         return 2
     live = library.live_api_processes(storage)

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 # What a client sees while MongoDB does not answer (pymongo's ConnectionFailure), anywhere.
 DATABASE_UNAVAILABLE = "The database is unavailable right now; try again shortly"
+STORAGE_UNAVAILABLE = "The media store is unavailable right now; try again shortly"
 # What an upload or URL submission gets while MongoDB or Redis does not answer.
 CANNOT_STORE = "The service cannot store or queue videos right now; try again shortly"
 

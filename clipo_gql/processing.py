@@ -4,6 +4,7 @@ then (published as a step of its own) the HLS ladder and the storyboard."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from pathlib import Path
@@ -20,7 +21,15 @@ from clipo_gql.media import Media, ProbeResult, plan_streams
 from clipo_gql.models import Output, Rendition, Video, VideoSource, VideoStatus
 from clipo_gql.ops.metrics import phase
 from clipo_gql.settings import Settings
-from clipo_gql.storage import Storage
+from clipo_gql.storage import (
+    HLS,
+    LATER_OUTPUTS,
+    METADATA,
+    ORIGINAL,
+    PROCESSED,
+    THUMBNAIL,
+    Storage,
+)
 from clipo_gql.videos import VideoService
 
 log = logging.getLogger(__name__)
@@ -91,9 +100,9 @@ class Pipeline:
         video = await self.videos.start_processing(video_id)
         if video is None:
             return None  # deleted, or already DONE/FAILED by an earlier delivery
-        # An earlier attempt may have died mid-write: start from the original alone.
-        self.storage.remove_outputs(video_id)
         try:
+            # An earlier attempt may have died mid-write: start from the original alone.
+            await self.storage.remove_outputs(video_id)
             async with asyncio.timeout(self.settings.job_timeout_seconds):
                 return await self._process(video)
         except TimeoutError:
@@ -110,11 +119,20 @@ class Pipeline:
         except ConnectionFailure:
             # MongoDB is unreachable: not the video's fault, and nothing could store a failure
             # anyway. The job waits for the database and runs this again (tasks.py).
-            self.storage.remove_outputs(video_id)
+            await self.storage.remove_outputs(video_id)
             raise
+        except OSError as exc:
+            # The disk or the object store refused: the video is not at fault, a retry may do.
+            log.warning("processing video %s could not store its files: %s", video_id, exc)
+            return await self._fail(
+                video_id, "Processing failed: its files could not be stored; retry the video"
+            )
         except Exception:
             log.exception("processing video %s failed unexpectedly", video_id)
             return await self._fail(video_id, "Processing failed because of an internal error")
+        finally:
+            with contextlib.suppress(OSError):
+                await self.storage.drop_scratch(video_id)
 
     async def _interrupted(self, video_id: ObjectId) -> None:
         """Show the video as queued again, not stuck PROCESSING, and tidy what it left.
@@ -128,7 +146,7 @@ class Pipeline:
         try:
             async with asyncio.timeout(5):
                 if await self.videos.interrupted(video_id) is not None:
-                    self.storage.remove_outputs(video_id)
+                    await self.storage.remove_outputs(video_id)
                 elif await Video.get(video_id) is None:
                     await self.storage.remove_video(video_id)  # deleted while we worked
         except Exception:
@@ -136,7 +154,8 @@ class Pipeline:
 
     async def _fail(self, video_id: ObjectId, reason: str) -> VideoStatus | None:
         log.info("video %s FAILED: %s", video_id, reason)
-        self.storage.remove_outputs(video_id)
+        with contextlib.suppress(OSError):  # the store down: the failure is still stored
+            await self.storage.remove_outputs(video_id)
         return VideoStatus.FAILED if await self.videos.fail(video_id, reason) else None
 
     async def _process(self, video: Video) -> VideoStatus | None:
@@ -144,12 +163,15 @@ class Pipeline:
         video_id = video.id
         source = self.storage.original(video_id)
         bar = _ProgressBar(self.videos, video_id)
-        if video.source is VideoSource.URL and not source.is_file():
+        have = await self.storage.fetch_original(video_id)
+        if video.source is VideoSource.URL and not have:
             with phase("download"):
                 if not await self._download(video, source, bar):
                     return None  # deleted meanwhile
+                # In the store too: a retry, another worker or `reindex` needs no new download.
+                await self.storage.publish(video_id, [ORIGINAL])
             bar.start = DOWNLOADED
-        if not source.is_file():
+        elif not have:
             raise ProcessingError("The uploaded file is missing; upload it again")
 
         with phase("probe"):
@@ -182,6 +204,7 @@ class Pipeline:
         await self.storage.write_json(
             self.storage.metadata(video_id), metadata_document(recorded, probe)
         )
+        await self.storage.publish(video_id, [THUMBNAIL, PROCESSED, METADATA])
         published = [Output.MP4]
         fields: dict[str, Any] = {"remuxed": remuxed}
         if later:
@@ -227,6 +250,11 @@ class Pipeline:
                 measured = await self.media.make_ladder(
                     source, self.storage.hls(video_id), probe, rungs, plan, on_ladder
                 )
+                # The storyboard (made in the ladder's decode) first: the ladder's master
+                # playlist is what players ask for first.
+                await self.storage.publish(
+                    video_id, [*(LATER_OUTPUTS if plan is not None else ()), HLS]
+                )
             made.append(Output.HLS)
             fields["renditions"] = [
                 Rendition(
@@ -237,6 +265,7 @@ class Pipeline:
         elif plan is not None:
             with phase("storyboard"):
                 await self.media.storyboard(source, self.storage.video_dir(video_id), plan)
+                await self.storage.publish(video_id, LATER_OUTPUTS)
         if plan is not None:
             made.append(Output.STORYBOARD)
         fields["published"] = made

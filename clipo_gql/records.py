@@ -98,8 +98,7 @@ async def write_new(storage: Storage, video: Video) -> None:
     """The record of a video being accepted; raises when it cannot be written (the caller then
     stores nothing). Creates the folder: a URL submission has no file yet."""
     assert video.id is not None
-    storage.video_dir(video.id).mkdir(parents=True, exist_ok=True)
-    await storage.write_json(storage.record(video.id), record_of(video))
+    await storage.write_record(video.id, record_of(video), create=True)
 
 
 async def update(storage: Storage, video: Video) -> None:
@@ -109,7 +108,7 @@ async def update(storage: Storage, video: Video) -> None:
     back."""
     assert video.id is not None
     try:
-        await storage.write_json(storage.record(video.id), record_of(video))
+        await storage.write_record(video.id, record_of(video), create=False)
     except FileNotFoundError:
         pass  # deleted meanwhile
     except OSError as exc:

@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from clipo_gql.storage import (
     OUTPUTS,
     RECORD,
     Storage,
+    open_storage,
     parse_id,
 )
 from clipo_gql.tasks import enqueue_processing
@@ -93,7 +95,7 @@ async def reindex(storage: Storage, redis: ArqRedis | None) -> Summary:
     (None: leave that to the workers' start-up pass, `tasks.requeue_missing`)."""
     started = time.perf_counter()
     summary = Summary()
-    names = await asyncio.to_thread(_names, storage.videos)
+    names = await storage.video_ids()
     ids: list[ObjectId] = []
     for name in names:
         oid = parse_id(name)
@@ -113,7 +115,9 @@ async def reindex(storage: Storage, redis: ArqRedis | None) -> Summary:
             query = {"_id": {"$in": batch}}
             stored = {raw["_id"] async for raw in collection.find(query, {"_id": 1})}
         missing = [oid for oid in batch if oid not in stored]
-        return len(stored), await asyncio.to_thread(_read_all, storage, missing)
+        if storage.remote is None:
+            return len(stored), await asyncio.to_thread(_read_all, storage.videos, missing)
+        return len(stored), await _read_remote(storage, missing)
 
     batches = [ids[start : start + BATCH] for start in range(0, len(ids), BATCH)]
     async for kept, found in _ahead(prepare, batches):
@@ -156,13 +160,6 @@ async def _ahead(step: Callable[[A], Coroutine[Any, Any, B]], items: list[A]) ->
             await running
 
 
-def _names(videos: Path) -> list[str]:
-    try:
-        return sorted(os.listdir(videos))
-    except FileNotFoundError:
-        return []
-
-
 async def _insert(videos: list[Video]) -> list[Video]:
     """Insert them all, tolerating ids stored meanwhile; the ones this call inserted."""
     if not videos:
@@ -180,11 +177,38 @@ async def _insert(videos: list[Video]) -> list[Video]:
     return videos
 
 
-def _read_all(storage: Storage, ids: Iterable[ObjectId]) -> list[Video | Leftover]:
+def _read_all(videos: Path, ids: Iterable[ObjectId]) -> list[Video | Leftover]:
     # One thread call per batch: a thread hop per folder cost more than reading its files.
     # Plain string paths: pathlib's joins were a third of the time of reading the files.
-    root = str(storage.videos)
+    root = str(videos)
     return [_read(f"{root}/{oid}", oid) for oid in ids]
+
+
+async def _read_remote(storage: Storage, ids: list[ObjectId]) -> list[Video | Leftover]:
+    """The same judgement over the object store: each folder's names, with its record and
+    metadata fetched into a temporary folder (the other files stay where they are)."""
+    remote = storage.remote
+    assert remote is not None
+    storage.root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=storage.root, prefix=".reindex-") as tmp:
+        for oid in ids:
+            folder = Path(tmp) / str(oid)
+            folder.mkdir()
+            names = {key.split("/")[2] for key in await remote.keys(storage.key(oid))}
+            for name in names:
+                if name in (RECORD, METADATA):
+                    with contextlib.suppress(FileNotFoundError):
+                        await remote.download(storage.key(oid, name), folder / name)
+                elif name == HLS:
+                    (folder / name).mkdir()
+                else:
+                    (folder / name).touch()
+        found = await asyncio.to_thread(_read_all, Path(tmp), ids)
+    label = f"{remote.url}/videos"
+    return [
+        Leftover(Path(label) / item.path.name, item.reason) if isinstance(item, Leftover) else item
+        for item in found
+    ]
 
 
 def _read(folder: str, video_id: ObjectId) -> Video | Leftover:
@@ -259,7 +283,7 @@ def live_api_processes(storage: Storage) -> int:
 
 async def run(settings: Settings) -> Summary:
     """The `clipo-gql reindex` command's work, against MONGODB_URL and REDIS_URL."""
-    storage = Storage(settings.media_dir)
+    storage = open_storage(settings)
     mongo = await init_mongo(settings, allow_stand_in=False)
     try:
         redis = await create_redis(settings)

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path, PurePath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 import anyio
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import FileResponse, MalformedRangeHeader, Response
+from starlette.responses import FileResponse, MalformedRangeHeader, RangeNotSatisfiable, Response
 from starlette.types import Receive, Scope, Send
 
 from clipo_gql.uploads import safe_filename
+
+if TYPE_CHECKING:
+    from clipo_gql.storage import Located
+    from clipo_gql.storage.s3 import ObjectStore
 
 FILE_MISSING = "The file of this video is missing"
 # Fewer, larger reads: each chunk costs a thread hop and an ASGI send.
@@ -91,6 +95,75 @@ class MediaFileResponse(FileResponse):
             return super()._parse_range_header(http_range, file_size)
         except MalformedRangeHeader:
             return []  # the whole file, 200
+
+
+class ObjectResponse(Response):
+    """An object of the store sent through this process (STORAGE_REDIRECT=false): the same
+    rules as a file's, one range at most (several are answered with the whole object, as RFC
+    9110 allows), read from the store a chunk at a time."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        found: Located,
+        *,
+        media_type: str,
+        download_name: str | None = None,
+        disposition: Literal["inline", "attachment"] = "inline",
+    ) -> None:
+        assert found.key is not None
+        super().__init__(media_type=media_type)
+        self.store, self.key, self.size = store, found.key, found.size
+        self.headers["accept-ranges"] = "bytes"
+        self.headers["cache-control"] = "no-cache"
+        if found.etag:
+            tag = found.etag if found.etag.startswith(('"', "W/")) else f'"{found.etag}"'
+            self.headers["etag"] = tag
+        if download_name is not None:
+            self.headers["content-disposition"] = content_disposition(disposition, download_name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Headers(scope=scope)
+        etag = self.headers.get("etag")
+        if_none_match = request.get("if-none-match")
+        if etag and if_none_match and etag_matches(if_none_match, etag):
+            keep = ("etag", "cache-control", "accept-ranges")
+            headers = {k: self.headers[k] for k in keep if k in self.headers}
+            await Response(status_code=304, headers=headers)(scope, receive, send)
+            return
+        start, end, status = 0, self.size, 200
+        http_range, if_range = request.get("range"), request.get("if-range")
+        if http_range and (if_range is None or if_range == etag):
+            try:
+                ranges = FileResponse._parse_range_header(http_range, self.size)
+            except MalformedRangeHeader:
+                ranges = []
+            except RangeNotSatisfiable:
+                await Response(status_code=416, headers={"content-range": f"bytes */{self.size}"})(
+                    scope, receive, send
+                )
+                return
+            if len(ranges) == 1:
+                (start, end), status = ranges[0], 206
+                self.headers["content-range"] = f"bytes {start}-{end - 1}/{self.size}"
+        self.headers["content-length"] = str(end - start)
+        raw_headers = self.raw_headers
+        start_message = {"type": "http.response.start", "status": status, "headers": raw_headers}
+        if scope["method"] == "HEAD" or start == end:
+            await send(start_message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        chunks = self.store.stream(self.key, start, end)
+        try:
+            first = await anext(chunks)
+        except (FileNotFoundError, StopAsyncIteration):
+            await _send_missing(send)  # removed since it was found
+            return
+        await send(start_message)
+        await send({"type": "http.response.body", "body": first, "more_body": True})
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class AccelRedirectResponse(Response):

@@ -3,33 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from stat import S_ISREG
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from bson import ObjectId
 from pymongo.errors import ConnectionFailure
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from clipo_gql.auth.media_links import Kind, Verdict
 from clipo_gql.auth.ownership import may_see
 from clipo_gql.auth.principal import Principal
 from clipo_gql.connections import ping_mongo
-from clipo_gql.errors import DATABASE_UNAVAILABLE, UnauthenticatedError
+from clipo_gql.errors import DATABASE_UNAVAILABLE, STORAGE_UNAVAILABLE, UnauthenticatedError
 from clipo_gql.models import Output, VideoStatus
 from clipo_gql.responses import (
     FILE_MISSING,
     AccelRedirectResponse,
     MediaFileResponse,
+    ObjectResponse,
     accel_uri,
+    content_disposition,
     download_name,
 )
 from clipo_gql.state import app_state
-from clipo_gql.storage import Storage, parse_id
+from clipo_gql.storage import Located, Storage, parse_id
 
 READY_TIMEOUT_SECONDS = 2.0
 # A media request that carried a valid signed token: it may fetch that one file.
@@ -73,8 +73,7 @@ NOT_MADE = {
 
 
 class Served(NamedTuple):
-    path: Path
-    stat: os.stat_result
+    located: Located
     filename: str  # the video's original name
     # With auth on, what the playlists' URIs carry: the request's own token, or a new one.
     token: str | None
@@ -107,20 +106,21 @@ async def output_file(
             if found.status is VideoStatus.DONE:
                 return error(404, NOT_MADE[output])
             return error(409, f"The video is {found.status.value}: {NOT_READY[output]}")
-        path = pick(app.storage, video_id)
         try:
-            stat_result = path.stat()
-        except FileNotFoundError:
+            located = await app.storage.locate(video_id, pick(app.storage, video_id))
+        except OSError:
+            return JSONResponse(
+                {"error": STORAGE_UNAVAILABLE}, status_code=503, headers={"Retry-After": "5"}
+            )
+        if located is None:
             # Deleted since it was remembered as DONE (perhaps by another process): ask again.
             app.done.forget(video_id)
             continue
-        if S_ISREG(stat_result.st_mode):
-            token = None
-            if app.settings.auth_required:
-                token = request.query_params.get("token") if allowed is SIGNED else None
-                token = token or app.links.token(video_id, kind)
-            return Served(path, stat_result, found.filename, token)
-        break
+        token = None
+        if app.settings.auth_required:
+            token = request.query_params.get("token") if allowed is SIGNED else None
+            token = token or app.links.token(video_id, kind)
+        return Served(located, found.filename, token)
     # Published but its file is gone: removed by hand, or a broken volume.
     return error(404, FILE_MISSING)
 
@@ -143,16 +143,33 @@ def send_file(
     when ACCEL_REDIRECT_PREFIX is set."""
     app = app_state(request)
     prefix = app.settings.accel_redirect_prefix
+    located, remote = found.located, app.storage.remote
+    disposition: Literal["inline", "attachment"] = "inline" if attachment is None else "attachment"
     response: Response
-    if prefix is not None:
-        uri = accel_uri(prefix, app.storage.root, found.path)
+    if located.key is not None:
+        assert remote is not None
+        if app.settings.storage_redirect:
+            asked = {"response-content-type": media_type}
+            if attachment is not None:
+                asked["response-content-disposition"] = content_disposition(disposition, attachment)
+            # The URL is short-lived: no cache may keep the redirect to it.
+            headers = {"cache-control": "no-store"}
+            response = RedirectResponse(remote.presigned(located.key, asked), 302, headers)
+            return response
+        response = ObjectResponse(
+            remote, located, media_type=media_type, download_name=attachment,
+            disposition=disposition,
+        )  # fmt: skip
+    elif prefix is not None:
+        assert located.path is not None
+        uri = accel_uri(prefix, app.storage.root, located.path)
         response = AccelRedirectResponse(uri, media_type=media_type, download_name=attachment)
-    elif attachment is None:
-        response = MediaFileResponse(found.path, found.stat, media_type=media_type)
     else:
+        assert located.path is not None
+        assert located.stat is not None
         response = MediaFileResponse(
-            found.path, found.stat, media_type=media_type, download_name=attachment,
-            disposition="attachment",
+            located.path, located.stat, media_type=media_type, download_name=attachment,
+            disposition=disposition,
         )  # fmt: skip
     return private(request, response)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,18 @@ class Settings(BaseSettings):
     # `X-Accel-Redirect: <prefix><path under MEDIA_DIR>` and nginx sends the bytes (sendfile,
     # Range, conditional requests). Unset: the API sends them itself.
     accel_redirect_prefix: str | None = None
+    # Object storage (storage/s3.py): unset keeps every file under MEDIA_DIR (a local or shared
+    # disk); `s3://bucket/prefix` keeps them in an S3-compatible store, and MEDIA_DIR is then
+    # only each process's scratch space: API processes and workers share no disk.
+    storage_url: str | None = None
+    s3_endpoint_url: str | None = None  # unset: AWS S3 in S3_REGION
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    # With S3, media routes answer 302 to a presigned URL valid this long; false: the API
+    # proxies the bytes itself (Range included), for stores the clients cannot reach.
+    storage_redirect: bool = True
+    storage_redirect_seconds: int = Field(default=300, ge=10, le=7 * 24 * 3600)
     # Proxies (uvicorn's setting: addresses, networks or *) whose X-Forwarded-For and
     # X-Forwarded-Proto are believed: only they may say which address a client has.
     forwarded_allow_ips: str = "127.0.0.1"
@@ -180,6 +192,21 @@ class Settings(BaseSettings):
         if not (value.startswith("/") and value.endswith("/")) or "?" in value:
             raise ValueError(f"{value!r} must be a path that starts and ends with /, e.g. /_media/")
         return value
+
+    @field_validator("storage_url", "s3_endpoint_url")
+    @classmethod
+    def _storage_url(cls, value: str | None, info: Any) -> str | None:
+        # compose passes `STORAGE_URL=` to mean unset.
+        if not value or not value.strip():
+            return None
+        value = value.strip()
+        if info.field_name == "storage_url":
+            bucket = value.removeprefix("s3://").split("/", 1)[0]
+            if not value.startswith("s3://") or not bucket:
+                raise ValueError(f"{value!r} is not s3://bucket or s3://bucket/prefix")
+        elif not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must be an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("public_base_url")
     @classmethod

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -74,7 +73,7 @@ def _sweep_uploads(storage: Storage, grace_seconds: float) -> int:
 
 async def _sweep_videos(storage: Storage, grace_seconds: float) -> int:
     cutoff = datetime.now(UTC) - timedelta(seconds=grace_seconds)
-    names = await asyncio.to_thread(os.listdir, storage.videos)
+    names = await storage.video_ids()
     old = [oid for oid in map(parse_id, names) if oid is not None and oid.generation_time < cutoff]
     if old and await Video.get_motor_collection().find_one({}, {"_id": 1}) is None:
         # No document at all, but old folders: the database was lost or replaced, not a
@@ -82,7 +81,7 @@ async def _sweep_videos(storage: Storage, grace_seconds: float) -> int:
         log.warning(
             "MongoDB holds no videos but %s holds %d old video folders: not removing them;"
             " run `clipo-gql reindex` (with the workers stopped) to restore them",
-            storage.videos, len(old),
+            storage.remote.url if storage.remote else storage.videos, len(old),
         )  # fmt: skip
         return 0
     removed = 0

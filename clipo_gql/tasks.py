@@ -28,7 +28,7 @@ from clipo_gql.ops.exporter import WorkerMetrics
 from clipo_gql.ops.monitor import Heartbeat
 from clipo_gql.processing import Pipeline
 from clipo_gql.settings import Settings
-from clipo_gql.storage import Storage, parse_id
+from clipo_gql.storage import open_storage, parse_id
 from clipo_gql.sweeper import sweep
 from clipo_gql.tus.expiry import expire_uploads
 from clipo_gql.videos import ACTIVE, VideoService
@@ -186,7 +186,7 @@ async def _run_through_outages(pipeline: Pipeline, video_id: ObjectId) -> VideoS
 
 
 def build_context(settings: Settings, redis: ArqRedis) -> WorkerContext:
-    storage = Storage(settings.media_dir)
+    storage = open_storage(settings)
     storage.prepare()
     dispatcher = Dispatcher(settings, redis, MediaLinks(settings))
     videos = VideoService(

@@ -21,8 +21,9 @@ from starlette.routing import Route
 from clipo_gql.auth.media_links import Kind
 from clipo_gql.hls.playlists import with_token
 from clipo_gql.models import Output
-from clipo_gql.responses import etag_matches
+from clipo_gql.responses import FILE_MISSING, etag_matches
 from clipo_gql.routes import Served, error, output_file, send_file
+from clipo_gql.state import app_state
 from clipo_gql.storage import STORYBOARD_SPRITE, STORYBOARD_VTT, Storage
 
 _LADDER_PATH = re.compile(
@@ -70,15 +71,20 @@ async def _text(request: Request, found: Served, media_type: str) -> Response:
     """A playlist or the WebVTT: the file itself with auth off; with auth on, a copy whose
     URIs carry the token (its ETag then covers the token too), always sent by this process
     (behind nginx too: the bytes differ per request). Range is not offered for the copy
-    (RFC 9110 lets a server answer 200): players fetch playlists whole."""
-    if found.token is None:
+    (RFC 9110 lets a server answer 200): players fetch playlists whole. From an object store
+    they are always sent by this process, never redirected: a player resolves a playlist's
+    relative URIs against the URL it was answered from, which must stay ours."""
+    if found.token is None and found.located.path is not None:
         return send_file(request, found, media_type)
-    if found.stat.st_size > MAX_REWRITTEN_BYTES:
+    if found.located.size > MAX_REWRITTEN_BYTES:
         return error(500, "The playlist is too large to send")
-    text = with_token(found.path.read_text(encoding="utf-8"), found.token)
-    body = text.encode()
+    try:
+        raw = await app_state(request).storage.read(found.located)
+    except FileNotFoundError:
+        return error(404, FILE_MISSING)
+    body = raw if found.token is None else with_token(raw.decode("utf-8"), found.token).encode()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
-    headers = {"etag": etag, "cache-control": "private, no-cache"}
+    headers = {"etag": etag, "cache-control": "private, no-cache" if found.token else "no-cache"}
     if_none_match = request.headers.get("if-none-match")
     if if_none_match and etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
