@@ -54,7 +54,7 @@ async def accept_upload(app: AppState, caller: Caller, received: ReceivedFile) -
         )
     await app.quotas.admit_new_video(caller.limit_key, received.size)
     video = Video(
-        id=ObjectId(),
+        id=received.video_id or ObjectId(),
         filename=safe_filename(received.filename),
         source=VideoSource.UPLOAD,
         size_bytes=received.size,
@@ -62,7 +62,7 @@ async def accept_upload(app: AppState, caller: Caller, received: ReceivedFile) -
         limit_key=caller.limit_key,
     )
     assert video.id is not None
-    app.storage.adopt(received.path, video.id)
+    app.storage.adopt(received, video.id)
     return await _store_and_queue(app, video)
 
 

@@ -166,6 +166,26 @@ def reindex(settings: Settings, *, force: bool) -> int:
     return 0
 
 
+def migrate(settings: Settings, target: str) -> int:
+    import asyncio
+
+    from pydantic import ValidationError
+
+    from clipo_gql.storage.migrate import migrate as library
+
+    try:
+        Settings(storage_url=target)
+    except ValidationError as exc:
+        sys.stderr.write(f"clipo-gql storage migrate: {exc.errors()[0]['msg']}\n")
+        return 2
+    if not (settings.media_dir / "videos").is_dir():
+        sys.stderr.write(f"clipo-gql storage migrate: no {settings.media_dir}/videos\n")
+        return 2
+    summary = asyncio.run(library(settings, target))
+    sys.stdout.write("".join(f"migrate: {line}\n" for line in summary.lines()))
+    return 1 if summary.mismatched else 0
+
+
 def export_schema() -> None:
     from clipo_gql.schema import schema
 
@@ -193,6 +213,12 @@ def main(argv: list[str] | None = None) -> None:
     reindexing.add_argument(
         "--force", action="store_true", help="run even while API processes use MEDIA_DIR"
     )
+    storing = commands.add_parser("storage", help="the media store")
+    storage_commands = storing.add_subparsers(dest="storage_command", required=True)
+    migrating = storage_commands.add_parser(
+        "migrate", help="copy MEDIA_DIR's library into an object store (resumable)"
+    )
+    migrating.add_argument("--to", required=True, metavar="s3://bucket/prefix")
     commands.add_parser("export-schema", help="print the GraphQL SDL")
     minting = commands.add_parser("token", help="print an HS256 JWT signed with AUTH_JWT_SECRET")
     minting.add_argument("--sub", required=True, help="the owner id")
@@ -208,6 +234,8 @@ def main(argv: list[str] | None = None) -> None:
         token(settings, args.sub, admin=args.admin, ttl=args.ttl)
         return
     logs.setup(settings)
+    if args.command == "storage":
+        sys.exit(migrate(settings, args.to))
     if args.command != "dev" and not settings.mongodb_url:
         # The same check as connections.init_mongo, made before uvicorn/arq print tracebacks.
         parser.exit(2, f"clipo-gql {args.command}: {MISSING_MONGODB}\n")

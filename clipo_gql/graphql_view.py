@@ -73,6 +73,7 @@ class StreamingUploadAdapter(StarletteRequestAdapter):
             request,
             app.storage.uploads,
             MultipartLimits(max_file_bytes=app.settings.max_upload_bytes),
+            app.storage.remote,
         )
         received.extend(files.values())
         UPLOAD_BYTES.inc(sum(file.size for file in files.values()))
@@ -224,7 +225,7 @@ class ClipoGraphQL(GraphQL[Context, None]):
         finally:
             # Files the mutation did not move into a video's folder are not wanted.
             for received in scope.get(RECEIVED, ()):
-                received.path.unlink(missing_ok=True)
+                await app_state(Request(scope=scope)).storage.discard(received)
         if response is not None:
             await response(scope, receive, send)
 

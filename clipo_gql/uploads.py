@@ -23,15 +23,20 @@ from urllib.parse import unquote_to_bytes
 
 import aiofiles.os
 from aiofiles.threadpool.binary import AsyncBufferedIOBase
+from bson import ObjectId
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from clipo_gql.errors import BadUserInputError, PayloadTooLargeError
+from clipo_gql.storage import ORIGINAL, Storage
 from clipo_gql.units import human_size
 
 if TYPE_CHECKING:
+    from obstore import AsyncWritableFile
     from python_multipart.multipart import MultipartCallbacks
     from starlette.requests import Request
+
+    from clipo_gql.storage.s3 import ObjectStore
 
 __all__ = [
     "HEAD_BYTES",
@@ -63,18 +68,25 @@ _EXT_FILENAME_RE = re.compile(r";[ \t]*filename\*[ \t]*=[ \t]*([^;\s]*)", re.IGN
 # Controls, format characters (a bidi override can make an ".exe" name display as ".mp4";
 # zero-width characters), lone surrogates (not encodable), line/paragraph separators.
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Removals of refused uploads' objects, running after their request ended.
+_removals: set[asyncio.Task[None]] = set()
 
 
 @dataclass
 class ReceivedFile:
     path: Path
-    """Where the bytes are: `<incoming_dir>/<uuid4 hex>.part`, a name we generated."""
+    """Where the bytes are: `<incoming_dir>/<uuid4 hex>.part`, a name we generated (unused
+    when `video_id` is set)."""
     filename: str
     """The part's file name as the client sent it: untrusted, may be "" (see `safe_filename`)."""
     content_type: str | None
     size: int
     head: bytes
     """The first `HEAD_BYTES` bytes, for `sniff_video`."""
+    video_id: ObjectId | None = None
+    """With an object store: the bytes went straight into it as this (new) video's original."""
+    kept: bool = False
+    """Adopted as a video's original (`Storage.adopt`): not to be removed after the request."""
 
 
 @dataclass(frozen=True)
@@ -87,16 +99,19 @@ class MultipartLimits:
 
 
 async def receive_multipart(
-    request: Request, incoming_dir: Path, limits: MultipartLimits
+    request: Request, incoming_dir: Path, limits: MultipartLimits, store: ObjectStore | None = None
 ) -> tuple[dict[str, str], dict[str, ReceivedFile]]:
     """Read a multipart/form-data body: fields by name (UTF-8), files by part name.
 
     Returns once the whole body has been read and every file is closed. On any failure
     (a limit, a malformed body, `ClientDisconnect`, cancellation) every file this call
     wrote is removed before the exception propagates.
+
+    With `store`, each file part streams into it instead (a multipart upload as the bytes
+    arrive, memory bounded by a few parts) as the original of a video id chosen here.
     """
     boundary = _boundary(request.headers.get("content-type"))
-    receiver = _Receiver(incoming_dir, limits)
+    receiver = _Receiver(incoming_dir, limits, store)
     try:
         await aiofiles.os.makedirs(incoming_dir, mode=0o700, exist_ok=True)
         return await receiver.receive(request, boundary)
@@ -225,6 +240,10 @@ class _Sink:
     complete: bool = False
     opening: asyncio.Future[BufferedWriter] | None = None
     file: AsyncBufferedIOBase | None = None
+    # With an object store: the video the part becomes the original of, and its upload.
+    video_id: ObjectId | None = None
+    remote: AsyncWritableFile | None = None
+    closed: bool = False
 
 
 @dataclass(eq=False)
@@ -243,9 +262,12 @@ class _Receiver:
     `parser.write(chunk)` `_drain` does the disk work the chunk made due.
     """
 
-    def __init__(self, incoming_dir: Path, limits: MultipartLimits) -> None:
+    def __init__(
+        self, incoming_dir: Path, limits: MultipartLimits, store: ObjectStore | None
+    ) -> None:
         self._dir = incoming_dir
         self._limits = limits
+        self._store = store
         self._fields: dict[str, str] = {}
         self._files: dict[str, ReceivedFile] = {}
         self._names: set[str] = set()
@@ -298,6 +320,9 @@ class _Receiver:
         could be cancelled again (anyio cancel scopes) and leave files behind.
         """
         for sink in self._sinks:
+            if sink.video_id is not None:
+                self._discard_remote(sink)
+                continue
             opening = sink.opening
             if opening is not None and not opening.done():
                 # The executor thread is still creating the file: remove it once it has.
@@ -307,6 +332,17 @@ class _Receiver:
             sink.pending.clear()
         self._sinks.clear()
         self._unfinished.clear()
+
+    def _discard_remote(self, sink: _Sink) -> None:
+        # An upload never closed never becomes an object (its parts wait for the bucket's
+        # AbortIncompleteMultipartUpload rule, README); a closed one is removed.
+        if sink.closed and self._store is not None and sink.video_id is not None:
+            task = asyncio.get_running_loop().create_task(
+                self._store.delete([Storage.key(sink.video_id, ORIGINAL)])
+            )
+            _removals.add(task)
+            task.add_done_callback(_removals.discard)
+        sink.pending.clear()
 
     def _malformed(self, exc: MultipartParseError) -> BadUserInputError:
         if "header size" in str(exc):
@@ -333,6 +369,15 @@ class _Receiver:
                 await self._finish(sink)
 
     async def _write(self, sink: _Sink) -> None:
+        if sink.video_id is not None:
+            assert self._store is not None
+            if sink.remote is None:
+                sink.remote = self._store.writer(Storage.key(sink.video_id, ORIGINAL))
+            if sink.pending:
+                views, sink.pending, sink.pending_bytes = sink.pending, [], 0
+                # One call into the client per batch: it copies into its part buffer anyway.
+                await sink.remote.write(b"".join(views))
+            return
         file = sink.file
         if file is None:
             loop = asyncio.get_running_loop()
@@ -349,8 +394,12 @@ class _Receiver:
             await file.writelines(views)
 
     async def _finish(self, sink: _Sink) -> None:
-        assert sink.file is not None
-        await sink.file.close()
+        if sink.remote is not None:
+            await sink.remote.close()
+            sink.closed = True
+        else:
+            assert sink.file is not None
+            await sink.file.close()
         self._unfinished.remove(sink)
         self._files[sink.name] = ReceivedFile(
             path=sink.path,
@@ -358,6 +407,7 @@ class _Receiver:
             content_type=sink.content_type,
             size=sink.size,
             head=bytes(sink.head),
+            video_id=sink.video_id,
         )
 
     # -- parser callbacks -------------------------------------------------------------------
@@ -428,6 +478,7 @@ class _Receiver:
             filename=filename,
             content_type=content_type,
             path=self._dir / f"{uuid.uuid4().hex}.part",
+            video_id=ObjectId() if self._store is not None else None,
         )
         self._sinks.append(part.sink)
         self._unfinished.append(part.sink)

@@ -30,6 +30,7 @@ from bson.errors import InvalidId
 if TYPE_CHECKING:
     from clipo_gql.settings import Settings
     from clipo_gql.storage.s3 import ObjectInfo, ObjectStore
+    from clipo_gql.uploads import ReceivedFile
 
 ORIGINAL = "original"
 PROCESSED = "video.mp4"
@@ -281,12 +282,23 @@ class Storage:
         os.replace(self.upload_partial(video_id), target)
         return target
 
-    def adopt(self, received: Path, video_id: ObjectId) -> Path:
-        """Move a received upload into the video's folder: a rename, never a copy."""
-        target = self.original(video_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(received, target)
-        return target
+    def adopt(self, received: ReceivedFile, video_id: ObjectId) -> None:
+        """Make a received upload the video's original: a rename, never a copy (with an
+        object store it was uploaded as that already)."""
+        if received.video_id is None:
+            target = self.original(video_id)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(received.path, target)
+        elif received.video_id != video_id:
+            raise ValueError("an upload received into the store belongs to its own video id")
+        received.kept = True
+
+    async def discard(self, received: ReceivedFile) -> None:
+        """A received upload no video adopted."""
+        if received.video_id is None:
+            await asyncio.to_thread(received.path.unlink, True)
+        elif not received.kept and self.remote is not None:
+            await self.remote.delete([self.key(received.video_id, ORIGINAL)])
 
     async def remove_video(self, video_id: ObjectId) -> None:
         await asyncio.to_thread(shutil.rmtree, self.video_dir(video_id), True)

@@ -11,7 +11,6 @@ FerretDB 1.x (SQLite) was seen to let five concurrent ones all match (tests/test
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 
@@ -22,6 +21,7 @@ from clipo_gql import records, tasks
 from clipo_gql.models import Video
 from clipo_gql.ops.metrics import TUS_UPLOADS, VIDEOS_CREATED
 from clipo_gql.state import AppState
+from clipo_gql.tus import pieces
 from clipo_gql.tus.lock import claim_completion
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ async def complete(app: AppState, video_id: ObjectId, length: int) -> Video | No
         return None
     # First the file, so no worker can see PENDING before the original is there.
     with contextlib.suppress(FileNotFoundError):  # moved by the other racer, or removed
-        await asyncio.to_thread(app.storage.finish_upload, video_id)
+        await pieces.finish(app.storage, video_id)
     video = await app.videos.upload_complete(video_id, length)
     if video is None:
         return None

@@ -5,19 +5,16 @@ Bytes are written as the multipart path writes them (`uploads.WRITE_BYTES` batch
 thread hop each, the cap counted as they arrive), and the first ones are sniffed by the same
 `sniff_video` as soon as enough have arrived. An offset is stored only once the bytes before
 it are fsynced, so a `HEAD` after any crash tells the truth; what a crashed request wrote
-past it is cut when the next one starts (`_open_at`).
+past it is cut when the next one starts (`pieces.open_at`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
-import os
 from collections import OrderedDict
 from datetime import timedelta
-from io import BufferedRandom
 from typing import Any
 
 from bson import ObjectId
@@ -38,6 +35,7 @@ from clipo_gql.errors import (
 from clipo_gql.models import Video, VideoSource, VideoStatus, now
 from clipo_gql.ops.metrics import TUS_BYTES, TUS_UPLOADS
 from clipo_gql.state import AppState
+from clipo_gql.tus import pieces
 from clipo_gql.tus.completion import complete
 from clipo_gql.tus.protocol import Checksum
 from clipo_gql.units import human_size
@@ -47,14 +45,6 @@ log = logging.getLogger(__name__)
 
 # Progress is stored and published at most this often per upload (api-next.md § D).
 ANNOUNCE_EVERY_SECONDS = 0.25
-# Linux's sync_file_range(2), which os does not wrap; elsewhere the fsync does it all.
-_SYNC_FILE_RANGE_WRITE = 2
-try:
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _sync_file_range: Any = _libc.sync_file_range
-    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-except (OSError, AttributeError):
-    _sync_file_range = None
 _ANNOUNCED_KEPT = 10_000
 # When each upload's progress was last published by this process (bounded: oldest dropped).
 _announced: OrderedDict[ObjectId, float] = OrderedDict()
@@ -91,7 +81,7 @@ async def create_upload(app: AppState, caller: Caller, filename: str, length: in
     assert video.id is not None
     try:
         await records.write_new(app.storage, video)
-        await asyncio.to_thread(_create_empty, app.storage.upload_partial(video.id))
+        await pieces.create(app.storage, video.id)
         await app.videos.insert(video)
     except (PyMongoError, OSError) as exc:
         log.warning("upload %s not created: %r", video.id, exc)
@@ -123,16 +113,15 @@ async def receive(
     assert video.upload_length is not None
     video_id, length = video.id, video.upload_length
     start = video.upload_offset or 0
-    path = app.storage.upload_partial(video_id)
     try:
-        file = await asyncio.to_thread(_open_at, path, start)
+        file = await pieces.open_at(app.storage, video_id, start)
     except FileNotFoundError:
         raise NotFoundError("No upload with this id") from None
     # The first bytes are sniffed once enough are there: by the request that gets them there.
     threshold = min(HEAD_BYTES, length) if start < min(HEAD_BYTES, length) else 0
     head = bytearray()
     if threshold:
-        head += await asyncio.to_thread(_read_head, file, start)
+        head += await file.head(start)
     hasher = checksum.hasher() if checksum is not None else None
     received = start  # bytes of the upload received so far, written or pending
     stored = start  # the offset the document holds
@@ -144,12 +133,12 @@ async def receive(
     async def write() -> None:
         nonlocal pending, pending_bytes
         batch, pending, pending_bytes = pending, [], 0
-        await asyncio.to_thread(_write_back, file, batch)
+        await file.write(batch)
         TUS_BYTES.inc(sum(map(len, batch)))
 
     async def store(offset: int) -> Video:
         nonlocal stored, synced_at
-        await asyncio.to_thread(_sync, file)
+        await file.sync()
         synced_at = loop.time()
         stored_video = await _store_offset(app, video_id, offset, length)
         stored = offset
@@ -178,7 +167,11 @@ async def receive(
                         await write()
                         # Without a checksum, every stored offset is final: store it as we go,
                         # so a connection or a process lost mid-PATCH costs little to resume.
-                        if hasher is None and loop.time() - synced_at >= ANNOUNCE_EVERY_SECONDS:
+                        if (
+                            hasher is None
+                            and loop.time() - synced_at >= ANNOUNCE_EVERY_SECONDS
+                            and received - stored >= file.sync_every_bytes
+                        ):
                             video = await store(received)
         except ClientDisconnect:
             if hasher is None and received > stored:
@@ -189,7 +182,7 @@ async def receive(
             raise
         await write()
         if hasher is not None and hasher.digest() != checksum.digest:  # type: ignore[union-attr]
-            await asyncio.to_thread(_truncate, file, start)
+            await file.truncate(start)
             raise ChecksumMismatchError(
                 f"The {checksum.algorithm} checksum of the chunk does not match its bytes;"  # type: ignore[union-attr]
                 " the chunk was discarded"
@@ -197,12 +190,12 @@ async def receive(
         if received > stored or received == length:
             video = await store(received)
     except UnsupportedMediaError:
-        await asyncio.to_thread(_close, file)
+        await file.close()
         TUS_UPLOADS.labels("refused").inc()
         await remove_upload(app, video_id)
         raise
     finally:
-        await asyncio.to_thread(_close, file)
+        await file.close()
     if received == length:
         _announced.pop(video_id, None)
         completed = await complete(app, video_id, length)
@@ -241,51 +234,3 @@ def _sniff(head: bytearray) -> None:
             f"This does not look like a video file; upload {ACCEPTED_FORMATS}. "
             "The upload was removed"
         )
-
-
-def _create_empty(path: os.PathLike[str]) -> None:
-    with open(path, "xb"):
-        pass
-
-
-def _open_at(path: os.PathLike[str], offset: int) -> BufferedRandom:
-    file = open(path, "r+b")
-    try:
-        # Bytes past the stored offset were written by a request that did not finish: cut.
-        file.truncate(offset)
-        file.seek(offset)
-    except BaseException:
-        file.close()
-        raise
-    return file
-
-
-def _read_head(file: BufferedRandom, upto: int) -> bytes:
-    return os.pread(file.fileno(), upto, 0)
-
-
-def _write_back(file: BufferedRandom, batch: list[bytes]) -> None:
-    """Write `batch` and start its write-back to disk without waiting for it, so the fsync
-    that every stored offset needs finds little left to do: waiting for a whole PATCH's
-    bytes there halved tus's throughput against multipart (bench row 15)."""
-    start = file.tell()
-    file.writelines(batch)
-    file.flush()
-    if _sync_file_range is not None:
-        _sync_file_range(file.fileno(), start, file.tell() - start, _SYNC_FILE_RANGE_WRITE)
-
-
-def _sync(file: BufferedRandom) -> None:
-    file.flush()
-    os.fsync(file.fileno())
-
-
-def _truncate(file: BufferedRandom, offset: int) -> None:
-    file.flush()
-    file.truncate(offset)
-    file.seek(offset)
-
-
-def _close(file: BufferedRandom) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        file.close()
