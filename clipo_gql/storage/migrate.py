@@ -40,10 +40,10 @@ class Migrated:
         return lines
 
 
-def _files(media_dir: Path) -> list[tuple[str, Path]]:
+def _files(media_dir: Path) -> list[tuple[str, Path, int]]:
     videos = media_dir / "videos"
     return sorted(
-        (path.relative_to(media_dir).as_posix(), path)
+        (path.relative_to(media_dir).as_posix(), path, path.stat().st_size)
         for path in videos.rglob("*")
         if path.is_file()
     )
@@ -61,9 +61,8 @@ async def migrate(settings: Settings, target: str) -> Migrated:
     files = await asyncio.to_thread(_files, settings.media_dir)
     gate = asyncio.Semaphore(PARALLEL)
 
-    async def copy(key: str, path: Path) -> None:
+    async def copy(key: str, path: Path, size: int) -> None:
         async with gate:
-            size = path.stat().st_size
             there = await store.info(key)
             if there is not None and there.size == size:
                 summary.skipped += 1
@@ -76,11 +75,11 @@ async def migrate(settings: Settings, target: str) -> Migrated:
                 summary.mismatched.append(key)
 
     wanted = []
-    for key, path in files:
+    for key, path, size in files:
         if _in_the_making(key):
             summary.left_out.append(key)
         else:
-            wanted.append((key, path))
-    await asyncio.gather(*(copy(key, path) for key, path in wanted))
+            wanted.append(copy(key, path, size))
+    await asyncio.gather(*wanted)
     summary.mismatched.sort()
     return summary
