@@ -43,6 +43,7 @@ MODULES = [
     ("bench.b14_segments", {14}),
     ("bench.b15_tus", {15, 16}),
     ("bench.b17_webhooks", {17, 18}),
+    ("bench.b19_storage", {19, 20}),
 ]
 
 

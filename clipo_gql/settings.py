@@ -208,6 +208,11 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} must be an http:// or https:// URL")
         return value.rstrip("/")
 
+    @field_validator("aws_access_key_id", "aws_secret_access_key", mode="before")
+    @classmethod
+    def _no_empty_key(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_base_url(cls, value: str | None) -> str | None:
