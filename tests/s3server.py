@@ -277,7 +277,10 @@ def weed_command(binary: str, data_dir: Path, ports: Mapping[str, int], config: 
         "s3.localSocket": str(data_dir.parent / "s3.sock"),
     }
     flags |= {name: str(port) for name, port in ports.items()}
-    return [binary, "mini", *(f"-{k}={v}" for k, v in flags.items())]
+    # Logs to stderr only (glog would add files in /tmp), and toml configs (security.toml,
+    # filer.toml...) looked for in the work dir, which has none, not in ~/.seaweedfs or /etc.
+    global_flags = ["-logtostderr", f"-config_dir={data_dir.parent}"]
+    return [binary, *global_flags, "mini", *(f"-{k}={v}" for k, v in flags.items())]
 
 
 def grpc_sockets(ports: Mapping[str, int]) -> list[Path]:
