@@ -12,6 +12,7 @@ command starts (scripts/seaweedfs-env: CLIPO_S3_ENDPOINT_URL and friends); skipp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,39 +23,48 @@ import httpx
 
 from bench.b3_upload import make_upload, watch_rss
 from bench.common import Context, Result, alternate, dev_server, make_clip, until_final, upload
+from tests.s3server import REGION, S3Server, from_env, seaweedfs_s3
 
 MiB = 1024 * 1024
 PUT = """
 import asyncio, sys, obstore
+from pathlib import Path
 from obstore.store import S3Store
 from clipo_gql.storage.s3 import PART_BYTES, PARTS_IN_FLIGHT
 url, bucket, key, secret, path, name = sys.argv[1:]
 store = S3Store(bucket, endpoint=url, access_key_id=key, secret_access_key=secret,
                 region="us-east-1", virtual_hosted_style_request=False,
                 client_options={"allow_http": True})
-asyncio.run(obstore.put_async(store, name, open(path, "rb"), chunk_size=PART_BYTES,
+asyncio.run(obstore.put_async(store, name, Path(path), chunk_size=PART_BYTES,
                               max_concurrency=PARTS_IN_FLIGHT))
 """
 
 
-def s3_env() -> dict[str, str] | None:
-    url = os.environ.get("CLIPO_S3_ENDPOINT_URL")
-    if not url:
-        return None
+def s3_env(server: S3Server) -> dict[str, str]:
+    """A `clipo-gql dev`'s settings for a prefix of its own on `server`."""
     return {
-        "STORAGE_URL": f"s3://{os.environ['CLIPO_S3_BUCKET']}/bench-{uuid.uuid4().hex[:8]}",
-        "S3_ENDPOINT_URL": url,
-        "S3_REGION": os.environ.get("CLIPO_S3_REGION", "us-east-1"),
-        "AWS_ACCESS_KEY_ID": os.environ["CLIPO_S3_ACCESS_KEY_ID"],
-        "AWS_SECRET_ACCESS_KEY": os.environ["CLIPO_S3_SECRET_ACCESS_KEY"],
+        "STORAGE_URL": f"s3://{server.bucket}/bench-{uuid.uuid4().hex[:8]}",
+        "S3_ENDPOINT_URL": server.endpoint_url,
+        "S3_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": server.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": server.secret_access_key,
     }
 
 
 async def run(ctx: Context) -> list[Result]:
-    env = s3_env()
-    if env is None:
-        print("rows 19-20: no S3 server (CLIPO_S3_ENDPOINT_URL unset): skipped", file=sys.stderr)
-        return []
+    with contextlib.ExitStack() as stack:
+        server = from_env()
+        if server is None and os.environ.get("CLIPO_SEAWEEDFS_BIN"):
+            server = stack.enter_context(seaweedfs_s3())
+        if server is None:
+            print("rows 19-20: no S3 server (scripts/seaweedfs-env builds one): skipped",
+                  file=sys.stderr)  # fmt: skip
+            return []
+        return await _run(ctx, server)
+
+
+async def _run(ctx: Context, server: S3Server) -> list[Result]:
+    env = s3_env(server)
     size = 32 * MiB if ctx.smoke else 1 << 30
     head = make_clip(ctx.workdir / "b19-head.mp4", seconds=1.0, size="320x240")
     path = await asyncio.to_thread(make_upload, ctx.workdir / "b19.mp4", head, size)
@@ -85,7 +95,7 @@ async def run(ctx: Context) -> list[Result]:
             await asyncio.to_thread(
                 subprocess.run,
                 [sys.executable, "-c", PUT, env["S3_ENDPOINT_URL"],
-                 os.environ["CLIPO_S3_BUCKET"], env["AWS_ACCESS_KEY_ID"],
+                 server.bucket, env["AWS_ACCESS_KEY_ID"],
                  env["AWS_SECRET_ACCESS_KEY"], str(path), f"bench-put-{uuid.uuid4().hex}"],
                 check=True,
             )  # fmt: skip
@@ -104,7 +114,7 @@ async def run(ctx: Context) -> list[Result]:
             return time.perf_counter() - started
 
     async def done_s3() -> float:
-        return await to_done(s3_env() or {})
+        return await to_done(s3_env(server))
 
     async def done_local() -> float:
         return await to_done({})

@@ -301,9 +301,16 @@ def _mongo_ready(url: str) -> Callable[[Process], bool]:
 
 
 def build(
-    folder: Path, *, apis: int = 2, workers: int = 2, extra_env: dict[str, str] | None = None
+    folder: Path,
+    *,
+    apis: int = 2,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    shared_media: bool = True,
 ) -> Topology:
-    """The processes of compose.yaml (not started), `apis` × api and `workers` × worker."""
+    """The processes of compose.yaml (not started), `apis` × api and `workers` × worker.
+    `shared_media` False: each app process gets a media folder of its own (object storage:
+    no disk is shared, MEDIA_DIR is each one's scratch)."""
     binary = ferretdb_binary()
     assert binary, "the topology needs FerretDB: CLIPO_FERRETDB_BIN (./scripts/test sets it)"
     compose = load_compose()
@@ -351,7 +358,8 @@ def build(
         for volume in service.get("volumes", []):
             name, target = volume.split(":")[:2]
             assert name == "media", f"unexpected volume {volume}"
-            mounts[target] = media
+            own = folder / f"scratch-{service_name}{index + 1}"
+            mounts[target] = media if shared_media else own
         compose_env = {
             k: interpolate(str(v), COMPOSE_VARIABLES) for k, v in service["environment"].items()
         }
@@ -411,9 +419,16 @@ def _nginx(service: dict[str, Any], prefix: Path, port: int, api_port: int, medi
 
 @contextmanager
 def running(
-    folder: Path, *, apis: int = 2, workers: int = 2, extra_env: dict[str, str] | None = None
+    folder: Path,
+    *,
+    apis: int = 2,
+    workers: int = 2,
+    extra_env: dict[str, str] | None = None,
+    shared_media: bool = True,
 ) -> Iterator[Topology]:
-    topology = build(folder, apis=apis, workers=workers, extra_env=extra_env)
+    topology = build(
+        folder, apis=apis, workers=workers, extra_env=extra_env, shared_media=shared_media
+    )
     try:
         topology.mongo.start()
         topology.redis.start()
