@@ -230,3 +230,24 @@ async def test_reduced_motion_and_dark_mode_are_followed(page: Page):
     assert await zone.evaluate("e => getComputedStyle(e).transitionDuration") == "0s"
     dark = await root.evaluate("e => getComputedStyle(e).backgroundColor")
     assert (light, dark) == ("rgb(246, 247, 249)", "rgb(18, 21, 28)")
+
+
+async def test_every_status_badge_reads_in_both_schemes(page: Page):
+    """PENDING and PROCESSING pass too quickly to be caught on a real row: rows of every
+    status, made as app.js makes them, are checked by axe (one hovered, a darker tint)."""
+    await page.evaluate(
+        """() => {
+          for (const status of ["UPLOADING", "PENDING", "PROCESSING", "DONE", "FAILED"]) {
+            const row = document.createElement("li");
+            row.className = "video";
+            row.dataset.id = `badge-${status}`;
+            row.innerHTML = `<div class="thumb placeholder"></div>
+              <div class="text"><a class="name" href="#">${status}.mp4</a>
+              <span class="meta">00:00:08</span></div>
+              <span class="badge ${status.toLowerCase()}">${status}</span>`;
+            document.getElementById("videos").prepend(row);
+          }
+        }"""
+    )
+    await page.hover('#videos [data-id="badge-PROCESSING"]')
+    await assert_accessible(page, "every status badge")
