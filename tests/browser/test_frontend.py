@@ -1,7 +1,9 @@
 """The frontend example in a real browser (Debian's chromium, driven by Playwright) against a
 real `clipo-gql dev` process: upload, live status, playback, errors, retry, delete, paging.
 
-CLIPO_SCREENSHOT=path saves the screenshot somewhere lasting (README's picture is made so).
+CLIPO_SCREENSHOT=path saves the screenshot somewhere lasting: README's picture is made so, by
+`CLIPO_SCREENSHOT=frontend-example/screenshot.png uv run pytest tests/browser/test_frontend.py -k
+test_upload_watch_live_and_play`.
 """
 
 from __future__ import annotations
@@ -181,6 +183,8 @@ async def test_upload_watch_live_and_play(page: Page, dev_server: DevServer, tmp
         else:
             assert (await response.json())["duration"] == pytest.approx(8, abs=0.1)
 
+    # README's picture: 1280x800, a PNG of some 150 KB.
+    await page.set_viewport_size({"width": 1280, "height": 800})
     screenshot = tmp_path / "frontend-example.png"
     await page.screenshot(path=str(screenshot))
     if target := os.environ.get("CLIPO_SCREENSHOT"):
