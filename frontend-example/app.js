@@ -450,9 +450,8 @@ async function openFromHash() {
     $("detail").hidden = true;
     player.unload();
     // Only if the focus was in the detail view (or went with a button it removed).
-    if (closed && ($("detail").contains(document.activeElement) || document.activeElement === document.body)) {
-      focusList(closed);
-    }
+    const focus = document.activeElement;
+    if (closed && ($("detail").contains(focus) || focus === document.body)) focusList(closed);
     return;
   }
   let video = videos.get(id);
