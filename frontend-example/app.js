@@ -82,14 +82,48 @@ function summary(video) {
     .join(" · ");
 }
 
-// --- messages -------------------------------------------------------------------------
+// --- messages and announcements -------------------------------------------------------
+
+/**
+ * Tell screen readers `text`: politely (after what they are reading) or, for errors, at once.
+ * The two live regions exist from the start (index.html), as live regions must; each keeps
+ * its last few lines, so that two changes in a row are both read.
+ */
+function announce(text, { assertive = false } = {}) {
+  const region = $(assertive ? "alerts" : "announcements");
+  region.append(h("p", {}, text));
+  while (region.children.length > 3) region.firstElementChild.remove();
+}
 
 function showMessage(text, kind = "error", list = $("messages")) {
   const close = h("button", { type: "button", "aria-label": "Dismiss" }, "×");
-  const item = h("li", { class: kind, role: kind === "error" ? "alert" : "status" }, text, close);
+  const item = h("li", { class: kind }, text, close);
   close.onclick = () => item.remove();
   list.append(item);
+  announce(text, { assertive: kind === "error" });
   if (kind !== "error") setTimeout(() => item.remove(), 5000);
+}
+
+// How a status is said, after the video's name.
+const SAID = {
+  UPLOADING: "uploading",
+  PENDING: "uploaded, waiting to be processed",
+  PROCESSING: "processing",
+  DONE: "ready to play",
+  FAILED: "failed",
+};
+
+/** Progress in quarters: what is announced, so a screen reader is not read every tick. */
+const quarter = (progress) => Math.floor((progress ?? 0) * 4);
+
+/** Announce what changed between two states of a video: its status, or processing a quarter. */
+function announceChange(before, video) {
+  if (before.status !== video.status) {
+    const error = video.status === "FAILED" && video.error ? `: ${video.error}` : "";
+    announce(`${video.filename}: ${SAID[video.status] ?? video.status}${error}`);
+  } else if (video.status === "PROCESSING" && quarter(video.progress) > quarter(before.progress)) {
+    announce(`${video.filename}: processing, ${Math.round(video.progress * 100)} %`);
+  }
 }
 
 // --- the list -------------------------------------------------------------------------
@@ -99,35 +133,63 @@ function updateCount() {
   $("empty").hidden = videos.size > 0;
 }
 
+/** A video's row, built once and then updated in place: its link keeps the keyboard focus. */
 function renderRow(video) {
   let row = document.querySelector(`#videos [data-id="${video.id}"]`);
   if (!row) {
-    row = h("li", { class: "video", "data-id": video.id });
-    row.onclick = () => (location.hash = video.id);
+    row = h(
+      "li",
+      { class: "video", "data-id": video.id },
+      h("div", { class: "thumb placeholder" }),
+      h(
+        "div",
+        { class: "text" },
+        h("a", { class: "name", href: `#${video.id}` }),
+        h("span", { class: "meta" }),
+        h("progress", { max: "1", value: "0" }),
+      ),
+      h("span", { class: "badge" }),
+    );
+    row.onclick = (event) => {
+      if (!event.target.closest("a")) location.hash = video.id; // the link goes there itself
+    };
   }
-  const thumb = video.thumbnailUrl
-    ? h("img", { class: "thumb", src: video.thumbnailUrl, alt: "", loading: "lazy" })
-    : h("div", { class: "thumb placeholder" });
-  const progress = h("progress", { max: "1", value: String(video.progress ?? 0) });
+  const thumb = row.querySelector(".thumb");
+  if (video.thumbnailUrl && thumb.getAttribute("src") !== video.thumbnailUrl) {
+    thumb.replaceWith(h("img", { class: "thumb", src: video.thumbnailUrl, alt: "", loading: "lazy" }));
+  }
+  row.querySelector(".name").textContent = video.filename;
+  row.querySelector(".meta").textContent =
+    video.status === "FAILED" ? video.error ?? "" : summary(video);
+  const progress = row.querySelector("progress");
+  progress.value = video.progress ?? 0;
   progress.hidden = !PROGRESSING.has(video.status);
-  row.replaceChildren(
-    thumb,
-    h(
-      "div",
-      { class: "text" },
-      h("a", { class: "name", href: `#${video.id}` }, video.filename),
-      h("span", { class: "meta" }, video.status === "FAILED" ? video.error ?? "" : summary(video)),
-      progress,
-    ),
-    h("span", { class: `badge ${video.status.toLowerCase()}` }, video.status),
-  );
+  progress.setAttribute("aria-label", `Progress of ${video.filename}`);
+  const badge = row.querySelector(".badge");
+  badge.className = `badge ${video.status.toLowerCase()}`;
+  if (badge.textContent !== video.status) badge.textContent = video.status;
   return row;
+}
+
+/** Arrow keys (and Home, End) move between the rows' links, as Tab and Shift+Tab do. */
+function setUpListKeys() {
+  $("videos").addEventListener("keydown", (event) => {
+    const links = [...$("videos").querySelectorAll("a.name")];
+    const at = links.indexOf(document.activeElement);
+    if (at < 0) return;
+    const to = { ArrowDown: at + 1, ArrowUp: at - 1, Home: 0, End: links.length - 1 }[event.key];
+    if (to === undefined || !links[to]) return;
+    event.preventDefault();
+    links[to].focus();
+  });
 }
 
 /** Record a video's new state and show it wherever it appears. */
 function show(video, { prepend = false } = {}) {
-  const known = videos.has(video.id);
+  const before = videos.get(video.id);
+  const known = before !== undefined;
   videos.set(video.id, video);
+  if (known) announceChange(before, video);
   const row = renderRow(video);
   if (!known) (prepend ? $("videos").prepend(row) : $("videos").append(row));
   if (!FINISHED.has(video.status)) follow(video.id);
@@ -179,13 +241,10 @@ async function loadMore() {
 // --- adding videos --------------------------------------------------------------------
 
 /** The simple upload: one GraphQL multipart request (no pause, no resume). */
-function uploadMultipart(file, row, bar, sent) {
+function uploadMultipart(file, row, onProgress) {
   const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
   row.querySelector(".actions").append(cancel);
-  const { done, abort } = api.upload(file, (loaded, total) => {
-    bar.value = total ? loaded / total : 0;
-    sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
-  });
+  const { done, abort } = api.upload(file, onProgress);
   cancel.onclick = abort;
   done
     .then((video) => {
@@ -212,7 +271,7 @@ async function showUploading(id) {
 }
 
 /** A resumable upload (tus): Pause/Resume, automatic retries, resume after a reload. */
-function uploadResumable(file, row, bar, sent) {
+function uploadResumable(file, row, onProgress) {
   const pause = h("button", { type: "button", class: "secondary pause" }, "Pause");
   const cancel = h("button", { type: "button", class: "secondary" }, "Cancel");
   row.querySelector(".actions").append(pause, cancel);
@@ -224,10 +283,7 @@ function uploadResumable(file, row, bar, sent) {
       document.querySelector(`#resumable [data-video-id="${id}"]`)?.remove();
       showUploading(id);
     },
-    onProgress: (loaded, total) => {
-      bar.value = total ? loaded / total : 0;
-      sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
-    },
+    onProgress,
   });
   upload.resumed.then((resumed) => {
     if (resumed) row.dataset.resumed = "true";
@@ -236,6 +292,7 @@ function uploadResumable(file, row, bar, sent) {
     const paused = row.dataset.paused === "true";
     row.dataset.paused = String(!paused);
     pause.textContent = paused ? "Pause" : "Resume";
+    announce(`${file.name}: upload ${paused ? "resumed" : "paused"}`);
     if (paused) upload.resume();
     else upload.pause();
   };
@@ -255,7 +312,7 @@ function uploadResumable(file, row, bar, sent) {
 function uploadFiles(files) {
   const simple = $("simple-upload").checked || !api.tusAvailable;
   for (const file of files) {
-    const bar = h("progress", { max: "1", value: "0" });
+    const bar = h("progress", { max: "1", value: "0", "aria-label": `Uploading ${file.name}` });
     const sent = h("span", { class: "meta" }, `0 of ${formatBytes(file.size)}`);
     const row = h(
       "li",
@@ -266,8 +323,17 @@ function uploadFiles(files) {
       sent,
     );
     $("uploads").append(row);
-    if (simple) uploadMultipart(file, row, bar, sent);
-    else uploadResumable(file, row, bar, sent);
+    announce(`Uploading ${file.name}`);
+    const onProgress = (loaded, total) => {
+      const before = quarter(bar.value);
+      bar.value = total ? loaded / total : 0;
+      sent.textContent = `${formatBytes(loaded)} of ${formatBytes(total)}`;
+      if (quarter(bar.value) > before && bar.value < 1) {
+        announce(`${file.name}: ${Math.round(bar.value * 100)} % uploaded`);
+      }
+    };
+    if (simple) uploadMultipart(file, row, onProgress);
+    else uploadResumable(file, row, onProgress);
   }
 }
 
@@ -340,6 +406,7 @@ function renderDetail(video) {
   badge.className = `badge ${video.status.toLowerCase()}`;
   $("detail-progress").hidden = !PROGRESSING.has(video.status);
   $("detail-progress").value = video.progress ?? 0;
+  $("detail-progress").setAttribute("aria-label", `Progress of ${video.filename}`);
   $("detail-error").hidden = !video.error;
   $("detail-error").textContent = video.error ?? "";
 
@@ -367,11 +434,24 @@ function renderDetail(video) {
   $("retry").hidden = video.status !== "FAILED";
 }
 
+let opened = null; // the id of the video the detail view shows
+
+/** Keyboard focus after the detail view closes: its row's link, else the list's heading. */
+function focusList(id) {
+  const link = document.querySelector(`#videos [data-id="${id}"] a.name`);
+  (link ?? $("library-title")).focus();
+}
+
 async function openFromHash() {
   const id = location.hash.slice(1);
+  const closed = opened;
+  opened = id || null;
   if (!id) {
     $("detail").hidden = true;
     player.unload();
+    // Only if the focus was in the detail view (or went with a button it removed).
+    const focus = document.activeElement;
+    if (closed && ($("detail").contains(focus) || focus === document.body)) focusList(closed);
     return;
   }
   let video = videos.get(id);
@@ -389,10 +469,18 @@ async function openFromHash() {
     }
     if (!FINISHED.has(video.status)) follow(video.id);
   }
+  if (location.hash.slice(1) !== id) return; // another one was opened meanwhile
   renderDetail(video);
+  // Where a keyboard user goes next: the video's name, then its player and buttons.
+  if (id !== closed) $("detail-name").focus({ preventScroll: true });
 }
 
 function setUpDetail() {
+  $("detail").addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || event.defaultPrevented) return;
+    if (document.fullscreenElement) return; // Escape leaves full screen first
+    location.hash = "";
+  });
   $("retry").onclick = async () => {
     try {
       show(await api.retry(location.hash.slice(1)));
@@ -437,6 +525,13 @@ function stat(label, value, name) {
   return h("span", {}, `${label} `, h("strong", { class: name }, String(value)));
 }
 
+/** Run `redraw` (which rebuilds the workers' rows), the focus staying on the same video's link. */
+function keepingFocus(redraw) {
+  const focused = document.activeElement?.closest("#ops-workers [data-video-id]")?.dataset.videoId;
+  redraw();
+  if (focused) document.querySelector(`#ops-workers [data-video-id="${focused}"] a`)?.focus();
+}
+
 function runningRow(id) {
   const video = ops.running.get(id);
   const progress = video?.progress ?? 0;
@@ -444,7 +539,11 @@ function runningRow(id) {
     "li",
     { "data-video-id": id },
     h("a", { class: "name", href: `#${id}` }, video?.filename ?? id),
-    h("progress", { max: "1", value: String(progress) }),
+    h("progress", {
+      max: "1",
+      value: String(progress),
+      "aria-label": `Progress of ${video?.filename ?? id}`,
+    }),
     h("span", { class: "meta" }, video ? `${video.status} · ${Math.round(progress * 100)} %` : ""),
   );
 }
@@ -483,7 +582,9 @@ function followRunning(workers) {
     if (ops.following.has(id)) continue;
     const update = (video) => {
       ops.running.set(id, video);
-      document.querySelector(`#ops-workers [data-video-id="${id}"]`)?.replaceWith(runningRow(id));
+      keepingFocus(() =>
+        document.querySelector(`#ops-workers [data-video-id="${id}"]`)?.replaceWith(runningRow(id)),
+      );
     };
     // It ends by itself after DONE or FAILED; an error shows up in the next poll instead.
     ops.following.set(id, api.watch(id, { onVideo: update, onError: () => {} }));
@@ -520,7 +621,7 @@ function renderOperations({ queue, failed }) {
   $("ops-running").textContent = queue.running;
   $("ops-no-workers").hidden = queue.workers.length > 0;
   followRunning(queue.workers);
-  $("ops-workers").replaceChildren(...queue.workers.map(renderWorker));
+  keepingFocus(() => $("ops-workers").replaceChildren(...queue.workers.map(renderWorker)));
 
   const failures = failed.edges.map((edge) => edge.node);
   const shown = JSON.stringify(failures.map((video) => [video.id, video.error]));
@@ -858,6 +959,7 @@ async function route() {
     if (name === view) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
+  if (view !== "videos") opened = null;
   ops.shown = view === "operations";
   if (view !== "operations") hideOperations();
   if (view !== "webhooks" && hooks.shown) hideWebhooks();
@@ -899,6 +1001,7 @@ await setUpSignIn();
 setUpDropzone();
 setUpUrlForm();
 setUpDetail();
+setUpListKeys();
 setUpWebhooks();
 listUnfinished();
 $("load-more").onclick = loadMore;

@@ -1,7 +1,9 @@
 """The frontend example in a real browser (Debian's chromium, driven by Playwright) against a
 real `clipo-gql dev` process: upload, live status, playback, errors, retry, delete, paging.
 
-CLIPO_SCREENSHOT=path saves the screenshot somewhere lasting (README's picture is made so).
+CLIPO_SCREENSHOT=path saves the screenshot somewhere lasting: README's picture is made so, by
+`CLIPO_SCREENSHOT=frontend-example/screenshot.png uv run pytest tests/browser/test_frontend.py -k
+test_upload_watch_live_and_play`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from tests.browser.a11y import assert_accessible
 from tests.clips import Clips, make_clip
 from tests.test_cli import DevServer, running_dev
 
@@ -180,6 +183,8 @@ async def test_upload_watch_live_and_play(page: Page, dev_server: DevServer, tmp
         else:
             assert (await response.json())["duration"] == pytest.approx(8, abs=0.1)
 
+    # README's picture: 1280x800, a PNG of some 150 KB.
+    await page.set_viewport_size({"width": 1280, "height": 800})
     screenshot = tmp_path / "frontend-example.png"
     await page.screenshot(path=str(screenshot))
     if target := os.environ.get("CLIPO_SCREENSHOT"):
@@ -218,6 +223,11 @@ async def test_api_errors_are_shown_as_readable_messages(
     await page.fill("#url-input", "http://169.254.169.254/latest/meta-data.mp4")
     await page.click("#url-form button")
     await expect(messages.last).to_contain_text("That URL was refused")
+    # Said at once to screen readers too (the alert region keeps the last few), all of it
+    # accessible.
+    await expect(page.locator("#alerts")).to_contain_text("report.mp4: ")
+    await expect(page.locator("#alerts")).to_contain_text("That URL was refused")
+    await assert_accessible(page, "upload and URL errors")
 
     # Nothing was created by any of it.
     await expect(page.locator("#videos li")).to_have_count(rows_before)
@@ -234,6 +244,7 @@ async def test_failed_video_can_be_retried_and_deleted(
     await row(page, video_id).click()
     await expect(page.locator("#detail-error")).to_be_visible()
     assert await page.locator("#detail-error").inner_text()
+    await assert_accessible(page, "a failed video's detail view")
 
     await page.click("#retry")
     await page.wait_for_function(
@@ -269,6 +280,7 @@ async def test_load_more_pages_through_the_list(page: Page, dev_server: DevServe
     await expect(names).to_have_count(12)
     await expect(names.first).to_have_text("page-12.mp4")
     await expect(page.locator("#total")).to_have_text(f"({total_count})")
+    await assert_accessible(page, "a list with more to load")
     await page.click("#load-more")
     await expect(names).to_have_count(total_count)
     await expect(names.nth(12)).to_have_text("page-00.mp4")

@@ -13,6 +13,7 @@ from pydantic import SecretStr
 
 from clipo_gql.auth.tokens import mint
 from clipo_gql.settings import Settings
+from tests.browser.a11y import assert_accessible
 from tests.browser.test_frontend import browser, open_page, upload_via_picker
 from tests.clips import Clips
 from tests.test_cli import DevServer, running_dev
@@ -42,6 +43,7 @@ async def test_signed_out_the_page_asks_for_a_token(browser: Browser, auth_dev: 
         await expect(page.locator("#who")).to_have_text("This server needs a token.")
         await expect(page.locator("#sign-in")).to_be_visible()
         await expect(page.locator("#messages")).to_contain_text("Signed out")
+        await assert_accessible(page, "the token prompt")
         # The form: bob signs in.
         await page.fill("#token-input", token_for("bob"))
         await page.click("#sign-in button")

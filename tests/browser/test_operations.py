@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
+from tests.browser.a11y import assert_accessible
 from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, open_page, upload_by_http
 from tests.browser.test_frontend_auth import auth_dev, token_for
 from tests.clips import Clips, make_clip
@@ -77,13 +78,16 @@ async def test_the_worker_and_what_it_runs_live(page: Page, ops_dev: DevServer, 
     video_id = await upload(ops_dev, clip)
     running = worker.locator(f'.running [data-video-id="{video_id}"]')
     await expect(running.locator(".name")).to_have_text("Long take.mp4", timeout=TIMEOUT_MS)
-    await expect(running.locator("progress")).to_be_visible(timeout=TIMEOUT_MS)
+    await expect(
+        running.get_by_role("progressbar", name="Progress of Long take.mp4")
+    ).to_be_visible(timeout=TIMEOUT_MS)
     await expect(worker.locator(".jobs-done")).to_have_text(
         str(done_before + 1), timeout=TIMEOUT_MS
     )
     await expect(running).to_have_count(0, timeout=TIMEOUT_MS)
     await expect(page.locator("#ops-running")).to_have_text("0", timeout=TIMEOUT_MS)
     await expect(page.locator("#ops-queued")).to_have_text("0", timeout=TIMEOUT_MS)
+    await assert_accessible(page, "the Operations view")
 
 
 async def test_a_failure_is_listed_and_retry_queues_it_again(
@@ -102,6 +106,7 @@ async def test_a_failure_is_listed_and_retry_queues_it_again(
     await expect(worker.locator(".jobs-failed")).to_have_text(
         str(failed_before + 1), timeout=TIMEOUT_MS
     )
+    await assert_accessible(page, "the Operations view with a failure")
 
     await failure.get_by_role("button", name="Retry").click()
     # The row leaves at once; the worker runs the video again, which fails again.
@@ -121,3 +126,4 @@ async def test_a_non_admin_is_told_the_view_is_for_admins(browser: Browser, auth
             "view is for admins", timeout=TIMEOUT_MS
         )
         await expect(page.locator("#ops-content")).to_be_hidden(timeout=TIMEOUT_MS)
+        await assert_accessible(page, "the Operations view for a non-admin")

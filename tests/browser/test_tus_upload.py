@@ -18,6 +18,7 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Error, Page, Request, Route, expect
 
+from tests.browser.a11y import assert_accessible, progressbars
 from tests.browser.test_frontend import (
     RECORD_STATUSES,
     TIMEOUT_MS,
@@ -140,6 +141,13 @@ async def test_upload_pause_and_resume(
     await expect(row(page, video_id).locator(".badge")).to_have_text("UPLOADING")
     await asyncio.sleep(0.5)
     assert (await head(tus_dev, video_id)).headers["upload-offset"] == str(offset), "not paused"
+    # What a screen reader is told: the upload's bar and its video's, with their values.
+    bars = {bar.name: bar for bar in await progressbars(page)}
+    for name in ("Uploading Long take.mp4", "Progress of Long take.mp4"):
+        assert (bars[name].min, bars[name].max) == (0, 1), bars
+        assert 0 < bars[name].value < 1, bars
+    await expect(page.locator("#announcements")).to_contain_text("Long take.mp4: upload paused")
+    await assert_accessible(page, "a paused upload")
 
     await page.locator("#uploads button.pause").click()
     await expect(row(page, video_id).locator(".badge")).to_have_text("DONE", timeout=TIMEOUT_MS)
@@ -205,6 +213,7 @@ async def test_resume_after_a_page_reload(
     unfinished = page.locator(f'#resumable li[data-video-id="{video_id}"]')
     await expect(unfinished).to_contain_text("pick the file again")
     await expect(row(page, video_id).locator(".badge")).to_have_text("UPLOADING")
+    await assert_accessible(page, "an unfinished upload after a reload")
 
     await page.set_input_files("#file-input", str(big_clip))
     await expect(page.locator('#uploads li[data-resumed="true"]')).to_have_count(1)

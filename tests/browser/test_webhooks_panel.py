@@ -15,6 +15,7 @@ import pytest
 from playwright.async_api import Browser, Dialog, Page, expect
 from standardwebhooks.webhooks import Webhook
 
+from tests.browser.a11y import assert_accessible
 from tests.browser.test_frontend import CHROMIUM, TIMEOUT_MS, browser, open_page, upload_by_http
 from tests.browser.test_frontend_auth import auth_dev
 from tests.clips import Clips
@@ -115,6 +116,7 @@ async def test_add_see_deliveries_redeliver_and_delete(
             "aria-pressed", "true"
         )
         await expect(page.locator("#deliveries-empty")).to_be_visible()
+        await assert_accessible(page, "a new endpoint and its secret")
 
         # Put away, the secret is gone from the page (and the server does not list it).
         await box.get_by_role("button", name="I have copied it").click()
@@ -147,6 +149,7 @@ async def test_add_see_deliveries_redeliver_and_delete(
         await expect(page.locator("#deliveries-table thead th[scope=col]")).to_have_count(7)
         ready_row = page.locator(f'#deliveries tr[data-event-id="{ready.headers["webhook-id"]}"]')
         await expect(ready_row.locator("th")).to_have_text("VIDEO_READY")
+        await assert_accessible(page, "an endpoint's deliveries")
 
         # Refresh asks at once, without waiting for the next poll.
         async with page.expect_request(
@@ -200,6 +203,7 @@ async def test_a_refused_url_shows_the_servers_message(page: Page, hooks_dev: De
     status = page.locator("#hooks-status")
     await expect(status).to_contain_text(error["message"])
     await expect(status).to_have_class(re.compile(r"\berror\b"))
+    await assert_accessible(page, "a refused endpoint URL")
     await expect(page.locator("#hook-secret")).to_be_hidden()
     await expect(page.locator("#hooks-endpoints li")).to_have_count(0)
     # The URL stays in the field, to be corrected.
