@@ -35,8 +35,10 @@ url, bucket, key, secret, path, name = sys.argv[1:]
 store = S3Store(bucket, endpoint=url, access_key_id=key, secret_access_key=secret,
                 region="us-east-1", virtual_hosted_style_request=False,
                 client_options={"allow_http": True})
-asyncio.run(obstore.put_async(store, name, Path(path), chunk_size=PART_BYTES,
-                              max_concurrency=PARTS_IN_FLIGHT))
+async def main():  # put_async needs the running loop when it is called
+    await obstore.put_async(store, name, Path(path), chunk_size=PART_BYTES,
+                            max_concurrency=PARTS_IN_FLIGHT)
+asyncio.run(main())
 """
 
 
