@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bson import ObjectId
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
@@ -27,6 +28,7 @@ from clipo_gql.storage.presign import presigned_get
 from clipo_gql.storage.s3 import ObjectStore
 from tests.conftest import Server, run_server
 from tests.test_api import upload_id, watch
+from tests.test_tasks import run_job
 from tests.test_tus import created, patch
 
 S3_ENDPOINT = os.environ.get("CLIPO_S3_ENDPOINT_URL")
@@ -246,3 +248,28 @@ def test_presigned_url_matches_awss_example():
         "X-Amz-SignedHeaders=host&X-Amz-Signature="
         "aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
     )
+
+
+@needs_s3
+async def test_a_crashed_attempts_objects_are_never_served_and_are_replaced(
+    settings: Settings, redis: Redis, clips: Any
+):
+    """What a worker killed mid-publish left in the store: not served before DONE (the
+    document decides), and removed by the next attempt before it publishes its own."""
+    in_store = s3_settings(settings)
+    async for server in run_server(in_store, worker=False):
+        video_id = await upload_id(server, clips.h264_aac)
+        remote = ObjectStore(in_store)
+        for name in ("video.mp4", "thumbnail.jpg", "hls/999p/index.m3u8"):
+            await remote.put_bytes(f"videos/{video_id}/{name}", b"half-written")
+        assert (await server.http.get(f"/stream/{video_id}")).status_code == 409
+        assert (await server.http.get(f"/thumbnails/{video_id}.jpg")).status_code == 409
+        video = await Video.get(ObjectId(video_id))
+        assert video is not None
+        done = await run_job(in_store, video)
+        assert done.status.value == "DONE"
+        names = await stored_names(in_store, video_id)
+        assert "hls/999p/index.m3u8" not in names
+        mp4 = await remote.read(f"videos/{video_id}/video.mp4")
+        assert mp4[4:8] == b"ftyp"
+        assert not (in_store.media_dir / "videos" / video_id).exists()
