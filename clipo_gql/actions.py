@@ -135,7 +135,12 @@ async def _store_and_queue(app: AppState, video: Video) -> Video:
 
 async def _undo(app: AppState, video: Video, inserted: bool) -> None:
     assert video.id is not None
-    await app.storage.remove_video(video.id)
+    try:
+        await app.storage.remove_video(video.id)
+    except OSError as exc:
+        # The store is down too: the workers' sweeper removes the files once it answers.
+        log.warning("could not remove the files of video %s after a failed upload: %s",
+                    video.id, exc)  # fmt: skip
     if inserted:
         try:
             await video.delete()

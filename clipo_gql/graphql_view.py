@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -44,6 +45,7 @@ from clipo_gql.state import Context, app_state
 from clipo_gql.uploads import MultipartLimits, ReceivedFile, receive_multipart
 
 PREFLIGHT_HEADERS = ("apollo-require-preflight", "x-apollo-operation-name")
+log = logging.getLogger(__name__)
 RECEIVED = "clipo_received_files"
 PRINCIPAL = "clipo_principal"
 WS_CLIENT = "clipo_ws_client"
@@ -225,7 +227,10 @@ class ClipoGraphQL(GraphQL[Context, None]):
         finally:
             # Files the mutation did not move into a video's folder are not wanted.
             for received in scope.get(RECEIVED, ()):
-                await app_state(Request(scope=scope)).storage.discard(received)
+                try:
+                    await app_state(Request(scope=scope)).storage.discard(received)
+                except OSError as exc:  # the sweeper removes it once the store answers
+                    log.warning("could not remove an unused upload: %s", exc)
         if response is not None:
             await response(scope, receive, send)
 

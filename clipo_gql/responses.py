@@ -3,6 +3,7 @@ behind nginx, handing the sending to it with `X-Accel-Redirect`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path, PurePath
@@ -153,16 +154,16 @@ class ObjectResponse(Response):
             await send(start_message)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        chunks = self.store.stream(self.key, start, end)
-        try:
-            first = await anext(chunks)
-        except (FileNotFoundError, StopAsyncIteration):
-            await _send_missing(send)  # removed since it was found
-            return
-        await send(start_message)
-        await send({"type": "http.response.body", "body": first, "more_body": True})
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        async with contextlib.aclosing(self.store.stream(self.key, start, end)) as chunks:
+            try:
+                first = await anext(chunks)
+            except (FileNotFoundError, StopAsyncIteration):
+                await _send_missing(send)  # removed since it was found
+                return
+            await send(start_message)
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

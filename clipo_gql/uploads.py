@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
 import unicodedata
 import uuid
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from starlette.requests import Request
 
     from clipo_gql.storage.s3 import ObjectStore
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "HEAD_BYTES",
@@ -217,6 +220,13 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
 
 
+def _removed(task: asyncio.Task[None]) -> None:
+    _removals.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        # The store did not answer: the workers' sweeper removes the object later.
+        log.warning("could not remove a refused upload: %s", task.exception())
+
+
 def _discard_when_created(opening: asyncio.Future[BufferedWriter], path: Path) -> None:
     if not opening.cancelled() and opening.exception() is None:
         _close_quietly(opening.result())
@@ -341,7 +351,7 @@ class _Receiver:
                 self._store.delete([Storage.key(sink.video_id, ORIGINAL)])
             )
             _removals.add(task)
-            task.add_done_callback(_removals.discard)
+            task.add_done_callback(_removed)
         sink.pending.clear()
 
     def _malformed(self, exc: MultipartParseError) -> BadUserInputError:

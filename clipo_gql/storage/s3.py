@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -101,7 +101,7 @@ class ObjectStore:
             result = await obstore.get_async(self.store, key)
             return bytes(await result.bytes_async())
 
-    async def stream(self, key: str, start: int, end: int) -> AsyncIterator[bytes]:
+    async def stream(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         """Bytes `start` to `end` (exclusive) of `key`, a chunk at a time."""
         with _errors(key):
             result = await obstore.get_async(self.store, key, options={"range": (start, end)})
