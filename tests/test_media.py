@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import struct
 import sys
@@ -452,11 +453,18 @@ async def test_cancellation_kills_the_process_group(clips: Clips, tmp_path: Path
     assert leftovers(work) == []
 
 
-async def test_tool_dies_with_the_worker(tmp_path: Path):
+@pytest.mark.parametrize("path", ["setpriv", "preexec_fn"])
+async def test_tool_dies_with_the_worker(tmp_path: Path, path: str):
+    """Both ways a tool gets its death signal (media._spawn_options): through setpriv, and
+    the preexec_fn where setpriv is missing."""
+    if path == "setpriv" and shutil.which("setpriv") is None:
+        pytest.skip("setpriv (util-linux) is not installed")
     script, pids = fake_tool(tmp_path)
+    without = "m._setpriv = lambda: None; " if path == "preexec_fn" else ""
     worker = await asyncio.create_subprocess_exec(
         sys.executable, "-c",
-        f"import asyncio; from clipo_gql.media import _run; asyncio.run(_run([{str(script)!r}]))",
+        f"import asyncio; import clipo_gql.media as m; {without}"
+        f"asyncio.run(m._run([{str(script)!r}]))",
     )  # fmt: skip
     try:
         shell, _ = await read_pids(pids)
