@@ -194,6 +194,57 @@ async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
 
 
 @asynccontextmanager
+async def deployment(
+    ctx: Context, mongodb_url: str, workers: int, **env: str
+) -> AsyncIterator[Service]:
+    """As deployed: one `clipo-gql serve` and `workers` × `clipo-gql worker` processes on
+    `mongodb_url`, sharing a media folder, a queue and channels of their own."""
+    port = free_port()
+    run = uuid.uuid4().hex[:8]
+    media = ctx.workdir / f"media-{run}"
+    environment = {
+        **os.environ,
+        "MONGODB_URL": mongodb_url,
+        "MONGODB_DATABASE": f"bench_{run}",
+        "AUTH_MODE": "off",
+        "MEDIA_DIR": str(media),
+        "REDIS_URL": ctx.redis_url,
+        "QUEUE_NAME": f"clipo-bench:{run}:queue",
+        "REDIS_PREFIX": f"clipo-bench:{run}",
+        "RATE_LIMIT_VIDEOS": "1000000/minute",
+        "MAX_ACTIVE_VIDEOS": "1000000",
+        "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
+        **env,
+    }
+    cli = [sys.executable, "-m", "clipo_gql.cli"]
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        logs = [ctx.workdir / f"worker-{run}-{n}.log" for n in range(workers)]
+        for log in logs:
+            procs.append(_spawn([*cli, "worker"], environment, ctx.workdir, log))
+        serve_log = ctx.workdir / f"serve-{run}.log"
+        serve = _spawn([*cli, "serve", "--port", str(port)], environment, ctx.workdir, serve_log)
+        procs.append(serve)
+        url = f"http://127.0.0.1:{port}"
+        await wait_ready(url, lambda: serve.poll() is not None, f"clipo-gql serve ({serve_log})")
+        deadline = time.monotonic() + 60
+        while not all("worker ready" in log.read_text(errors="replace") for log in logs):
+            if any(proc.poll() is not None for proc in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"a clipo-gql worker did not start (logs: {logs})")
+            await asyncio.sleep(0.1)
+        yield Service(url=url, proc=serve, media=media)
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(media, ignore_errors=True)
+
+
+@asynccontextmanager
 async def ferretdb(ctx: Context) -> AsyncIterator[str | None]:
     """A private FerretDB (CLIPO_FERRETDB_BIN, built by scripts/ferretdb-env) on a free port:
     its MONGODB_URL, or None when there is no binary (the row then runs on the stand-in)."""
