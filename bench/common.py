@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,14 +158,12 @@ def _spawn(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subpro
         return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
 
 
-@asynccontextmanager
-async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
-    """`clipo-gql dev` in its own process (its own queue and channels), stopped afterwards."""
-    port = free_port()
-    run = uuid.uuid4().hex[:8]
-    media = ctx.workdir / f"media-{run}"
-    environment = {
-        **{k: v for k, v in os.environ.items() if k != "MONGODB_URL"},
+def _app_env(
+    ctx: Context, run: str, media: Path, base: Mapping[str, str], env: Mapping[str, str]
+) -> dict[str, str]:
+    """A benchmark's clipo-gql process: its own media folder, queue and channels."""
+    return {
+        **base,
         "MEDIA_DIR": str(media),
         "REDIS_URL": ctx.redis_url,
         "QUEUE_NAME": f"clipo-bench:{run}:queue",
@@ -177,6 +175,16 @@ async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
         "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
         **env,
     }
+
+
+@asynccontextmanager
+async def dev_server(ctx: Context, **env: str) -> AsyncIterator[Service]:
+    """`clipo-gql dev` in its own process (its own queue and channels), stopped afterwards."""
+    port = free_port()
+    run = uuid.uuid4().hex[:8]
+    media = ctx.workdir / f"media-{run}"
+    base = {k: v for k, v in os.environ.items() if k != "MONGODB_URL"}
+    environment = _app_env(ctx, run, media, base, env)
     log = ctx.workdir / f"dev-{run}.log"
     proc = _spawn([sys.executable, "-m", "clipo_gql.cli", "dev", "--port", str(port)],
                   environment, ctx.workdir, log)  # fmt: skip
@@ -202,20 +210,8 @@ async def deployment(
     port = free_port()
     run = uuid.uuid4().hex[:8]
     media = ctx.workdir / f"media-{run}"
-    environment = {
-        **os.environ,
-        "MONGODB_URL": mongodb_url,
-        "MONGODB_DATABASE": f"bench_{run}",
-        "AUTH_MODE": "off",
-        "MEDIA_DIR": str(media),
-        "REDIS_URL": ctx.redis_url,
-        "QUEUE_NAME": f"clipo-bench:{run}:queue",
-        "REDIS_PREFIX": f"clipo-bench:{run}",
-        "RATE_LIMIT_VIDEOS": "1000000/minute",
-        "MAX_ACTIVE_VIDEOS": "1000000",
-        "WS_MAX_CONNECTIONS_PER_CLIENT": "100000",
-        **env,
-    }
+    database = {"MONGODB_URL": mongodb_url, "MONGODB_DATABASE": f"bench_{run}", "AUTH_MODE": "off"}
+    environment = _app_env(ctx, run, media, {**os.environ, **database}, env)
     cli = [sys.executable, "-m", "clipo_gql.cli"]
     procs: list[subprocess.Popen[bytes]] = []
     try:
