@@ -10,6 +10,10 @@ A process killed at the wrong moment leaves files nobody will come back for:
   `ORPHAN_GRACE_SECONDS` are candidates, which keeps an upload that is being stored right now
   out of reach. With no document in the database at all, nothing is removed: that is a lost
   database, which `clipo-gql reindex` recovers from.
+- with an object store (STORAGE_URL), a worker killed mid-job: its scratch copy of the video
+  under MEDIA_DIR/videos/. Nothing there is needed once the job is over, and no job runs
+  longer than JOB_TIMEOUT_SECONDS: a folder with nothing written for longer than that (plus
+  the grace) is removed, whichever process's it was.
 Workers sweep in their periodic pass (tasks.housekeeping).
 """
 
@@ -34,21 +38,47 @@ BATCH = 500
 class Swept:
     uploads: int = 0  # abandoned upload folders (and loose files) removed
     videos: int = 0  # video folders without a document removed
+    scratch: int = 0  # object-store mode: scratch folders of jobs long over removed
 
     def __bool__(self) -> bool:
-        return bool(self.uploads or self.videos)
+        return bool(self.uploads or self.videos or self.scratch)
 
 
-async def sweep(storage: Storage, grace_seconds: float) -> Swept:
+async def sweep(storage: Storage, grace_seconds: float, job_seconds: float = 0) -> Swept:
     swept = Swept()
     swept.uploads = await asyncio.to_thread(_sweep_uploads, storage, grace_seconds)
     swept.videos = await _sweep_videos(storage, grace_seconds)
+    if storage.remote is not None:
+        swept.scratch = await asyncio.to_thread(
+            _sweep_scratch, storage, job_seconds + grace_seconds
+        )
     if swept:
         log.warning(
-            "removed %d abandoned uploads and %d folders of videos that were never stored",
-            swept.uploads, swept.videos,
+            "removed %d abandoned uploads, %d folders of videos that were never stored and"
+            " %d scratch folders of jobs long over",
+            swept.uploads, swept.videos, swept.scratch,
         )  # fmt: skip
     return swept
+
+
+def _sweep_scratch(storage: Storage, idle_seconds: float) -> int:
+    cutoff = time.time() - idle_seconds
+    removed = 0
+    try:
+        folders = [p for p in storage.videos.iterdir() if p.is_dir()]
+    except FileNotFoundError:
+        return 0
+    for folder in folders:
+        try:
+            newest = max(
+                (p.stat().st_mtime for p in folder.rglob("*")), default=folder.stat().st_mtime
+            )
+        except FileNotFoundError:
+            continue  # its job ended meanwhile
+        if newest < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def _sweep_uploads(storage: Storage, grace_seconds: float) -> int:

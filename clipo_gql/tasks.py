@@ -114,7 +114,9 @@ async def housekeeping(wctx: WorkerContext) -> None:
 
     while True:
         try:
-            await sweep(storage, settings.orphan_grace_seconds)
+            # A job's scratch (object storage) is idle for at most arq's backstop timeout.
+            job_seconds = settings.job_timeout_seconds + 60
+            await sweep(storage, settings.orphan_grace_seconds, job_seconds)
             await expire_uploads(storage, videos)
         except (PyMongoError, RedisError, OSError) as exc:
             log.warning("could not look for abandoned files: %s", exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from clipo_gql.storage import open_storage
 from clipo_gql.storage.migrate import migrate
 from clipo_gql.storage.presign import presigned_get
 from clipo_gql.storage.s3 import ObjectStore
+from clipo_gql.sweeper import sweep
 from tests.conftest import Server, run_server
 from tests.test_api import upload_id, watch
 from tests.test_tasks import run_job
@@ -273,3 +275,24 @@ async def test_a_crashed_attempts_objects_are_never_served_and_are_replaced(
         mp4 = await remote.read(f"videos/{video_id}/video.mp4")
         assert mp4[4:8] == b"ftyp"
         assert not (in_store.media_dir / "videos" / video_id).exists()
+
+
+@needs_s3
+async def test_the_sweeper_removes_scratch_left_by_a_killed_worker(
+    settings: Settings, redis: Redis
+):
+    in_store = s3_settings(settings)
+    async for _ in run_server(in_store, worker=False):
+        storage = open_storage(in_store)
+        videos = in_store.media_dir / "videos"
+        left, running = videos / str(ObjectId()), videos / str(ObjectId())
+        for folder in (left, running):
+            folder.mkdir(parents=True)
+            (folder / "original").write_bytes(b"x")
+        hour_ago = time.time() - 3600
+        for path in (left / "original", left):
+            os.utime(path, (hour_ago, hour_ago))
+        swept = await sweep(storage, grace_seconds=60, job_seconds=600)
+        assert swept.scratch == 1
+        assert not left.exists()
+        assert (running / "original").exists()
