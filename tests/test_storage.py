@@ -296,3 +296,46 @@ async def test_the_sweeper_removes_scratch_left_by_a_killed_worker(
         assert swept.scratch == 1
         assert not left.exists()
         assert (running / "original").exists()
+
+
+async def test_an_upload_cut_mid_body_leaves_nothing(app: Server, clips: Any, kind: str):
+    """The client goes away after 20 MiB of a multipart body: no file, no object (an S3
+    multipart upload never completed is not an object)."""
+    boundary = "cut-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="operations"\r\n\r\n'
+        '{"query": "mutation($f: Upload!) { uploadVideo(file: $f) { id } }",'
+        ' "variables": {"f": null}}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="map"\r\n\r\n'
+        '{"0": ["variables.f"]}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="0"; filename="big.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode() + clips.h264_aac.read_bytes()[:4096]
+
+    class Cut(Exception):
+        pass
+
+    async def body() -> AsyncIterator[bytes]:
+        yield head
+        for _ in range(20):
+            yield b"\0" * (1 << 20)
+        raise Cut
+
+    with pytest.raises(Cut):
+        await app.http.post(
+            "/graphql",
+            content=body(),
+            headers={
+                "content-type": f"multipart/form-data; boundary={boundary}",
+                "apollo-require-preflight": "true",
+                "content-length": str(len(head) + (100 << 20)),
+            },
+        )
+    for _ in range(100):  # the server notices the disconnect on its next read
+        leftovers = await keys(app.settings) if kind == "s3" else []
+        partials = [p for p in (app.settings.media_dir / "incoming").rglob("*.part")]
+        if not leftovers and not partials:
+            break
+        await asyncio.sleep(0.05)
+    assert (leftovers, partials) == ([], [])
+    assert not list((app.settings.media_dir / "videos").glob("*"))
