@@ -1,4 +1,5 @@
-"""Benchmark 6: one status change fanned out to 1,000 websocket subscribers of one video,
+"""Benchmark 6: one status change fanned out to 1,000 and to 2,000 websocket subscribers of one
+video (rows 6a and 6b, each on a fresh server),
 against a bare redis-py pub/sub subscriber receiving the same messages.
 
 The video must stay unfinished for the whole run (a subscription completes at DONE), so it
@@ -406,8 +407,20 @@ async def template_of(
         await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+# (subscribers, the issue's p99 target in ms): two rows, 6a and 6b.
+COUNTS = ((1000, 60.0), (2000, 100.0))
+SMOKE_COUNTS = ((50, 60.0), (100, 100.0))
+
+
 async def run(ctx: Context) -> list[Result]:
-    count = 50 if ctx.smoke else 1000
+    return [
+        await run_count(ctx, count, target_ms)
+        for count, target_ms in (SMOKE_COUNTS if ctx.smoke else COUNTS)
+    ]
+
+
+async def run_count(ctx: Context, count: int, target_ms: float) -> Result:
+    """One row: `count` subscribers of one video, on a server of its own."""
     events = 5 if ctx.smoke else 20
     spacing = 0.1
     raise_fd_limit(count + 512)  # before the server starts: it inherits the limit
@@ -426,10 +439,13 @@ async def run(ctx: Context) -> list[Result]:
             async with httpx.AsyncClient(timeout=30) as http:
                 video_id, template = await template_of(redis, http, service.url, prefix, stall)
                 publisher = Publisher(redis, template, spacing)
+                rss_before = rss_kib(service.proc.pid)
                 try:
                     async with start_clients(
                         ctx, service.ws_url, video_id, count, baseline_channel
                     ) as clients:
+                        # Every subscriber has its first state and waits: idle.
+                        idle_kib = (rss_kib(service.proc.pid) - rss_before) / count
                         channel = f"{prefix}:video:{video_id}"
                         # A warm-up round, not counted.
                         await measure_round(clients, publisher, "ws", channel, events, Tally())
@@ -459,40 +475,40 @@ async def run(ctx: Context) -> list[Result]:
     finally:
         await redis.aclose()
     baseline_p99 = statistics.median(baseline)
-    # The issue's target is absolute (p99 <= 100 ms); against the baseline's p99 it becomes
-    # a ratio, so `met` says whether our p99 is within 100 ms.
-    target = float(f"{100 / baseline_p99:.4g}")
-    return [
-        Result(
-            number=6,
-            name=f"p99 publish → client latency, {count:,} subscribers of one video, "
-            f"{events} events {spacing * 1000:.0f} ms apart",
-            unit="ms",
-            ours=ours,
-            baseline=baseline,
-            baseline_name="one bare redis-py pub/sub subscriber",
-            higher_is_better=False,
-            target=target,
-            notes=[
-                f"target p99 ≤ 100 ms, as a ratio to the baseline's median p99 "
-                f"({baseline_p99:.2f} ms): {target}; our median p99 "
-                f"{statistics.median(ours):.1f} ms",
-                f"p50: ours {statistics.median(ours_tally.p50):.1f} ms, baseline "
-                f"{statistics.median(baseline_tally.p50):.2f} ms (medians over repeats)",
-                f"one event alone (no backlog), median of 3: p50 "
-                f"{statistics.median(single.p50):.1f} ms, "
-                f"p99 {statistics.median(single.p99):.1f} ms",
-                f"{ours_tally.skipped:,} of {ours_tally.pairs:,} (subscriber, event) pairs were "
-                "skipped by a subscriber that fell behind and jumped to a newer state; they "
-                "count as delivered with that newer state",
-                "subscribers: graphql-transport-ws on the `websockets` library, default "
-                "options (they offer permessage-deflate; the server declines it), in one child "
-                "process on uvloop; the baseline "
-                f"subscriber ran there too, in its own rounds, on another channel; the server "
-                f"held {server_fds} file descriptors and {server_rss:.0f} MiB (VmRSS)",
-            ],
-        )
-    ]
+    # The issue's target is absolute (p99 <= target_ms); against the baseline's p99 it becomes
+    # a ratio, so `met` says whether our p99 is within target_ms.
+    target = float(f"{target_ms / baseline_p99:.4g}")
+    return Result(
+        number=6,
+        name=f"p99 publish → client latency, {count:,} subscribers of one video, "
+        f"{events} events {spacing * 1000:.0f} ms apart",
+        unit="ms",
+        ours=ours,
+        baseline=baseline,
+        baseline_name="one bare redis-py pub/sub subscriber",
+        higher_is_better=False,
+        target=target,
+        notes=[
+            f"{count:,} subscribers: target p99 ≤ {target_ms:.0f} ms, as a ratio to the "
+            f"baseline's median p99 ({baseline_p99:.2f} ms): {target}; our median p99 "
+            f"{statistics.median(ours):.1f} ms",
+            f"p50: ours {statistics.median(ours_tally.p50):.1f} ms, baseline "
+            f"{statistics.median(baseline_tally.p50):.2f} ms (medians over repeats)",
+            f"one event alone (no backlog), median of 3: p50 "
+            f"{statistics.median(single.p50):.1f} ms, "
+            f"p99 {statistics.median(single.p99):.1f} ms",
+            f"{ours_tally.skipped:,} of {ours_tally.pairs:,} (subscriber, event) pairs were "
+            "skipped by a subscriber that fell behind and jumped to a newer state; they "
+            "count as delivered with that newer state",
+            "subscribers: graphql-transport-ws on the `websockets` library, default "
+            "options (they offer permessage-deflate; the server declines it), in one child "
+            "process on uvloop; the baseline "
+            f"subscriber ran there too, in its own rounds, on another channel; the server "
+            f"held {server_fds} file descriptors and {server_rss:.0f} MiB (VmRSS); "
+            f"{idle_kib:.1f} KiB of server VmRSS per idle subscriber (connected, first "
+            "state received)",
+        ],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
