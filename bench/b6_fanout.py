@@ -258,10 +258,16 @@ class StallingServer:
             self.disconnected.set()
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 @dataclass
 class Clients:
     proc: asyncio.subprocess.Process
     workdir: Path
+    server_pid: int
     collected: int = 0
 
     async def line(self, seconds: float) -> str:
@@ -287,7 +293,7 @@ class Clients:
 
 @contextlib.asynccontextmanager
 async def start_clients(
-    ctx: Context, ws_url: str, video_id: str, count: int, channel: str
+    ctx: Context, ws_url: str, video_id: str, count: int, channel: str, server_pid: int
 ) -> AsyncIterator[Clients]:
     log = ctx.workdir / "b6-clients.log"
     argv = ["-m", "bench.b6_fanout", "clients", ws_url, video_id, str(count), ctx.redis_url,
@@ -297,7 +303,7 @@ async def start_clients(
             sys.executable, *argv, env=child_env(ctx), cwd=ctx.workdir,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
         )  # fmt: skip
-    clients = Clients(proc=proc, workdir=ctx.workdir)
+    clients = Clients(proc=proc, workdir=ctx.workdir, server_pid=server_pid)
     try:
         if (answer := await clients.line(300)) != "ready":
             raise RuntimeError(f"clients process: {answer}")
@@ -356,14 +362,25 @@ class Tally:
     p99: list[float] = field(default_factory=list)
     pairs: int = 0
     skipped: int = 0
+    events: int = 0
+    # CPU seconds (user + system) during the rounds: {"server": ..., "clients": ...}
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def cpu_ms_per_event(self, side: str) -> float:
+        return self.cpu.get(side, 0.0) * 1000 / max(self.events, 1)
 
 
 async def measure_round(
     clients: Clients, publisher: Publisher, kind: str, channel: str, events: int, tally: Tally
 ) -> float:
     """One round; its p99 latency in ms over every (listener, event) pair."""
+    pids = {"server": clients.server_pid, "clients": clients.proc.pid}
+    before = {side: cpu_seconds(pid) for side, pid in pids.items()}
     first, last = await publisher.round(kind, channel, events)
     times, received = await clients.collect(kind, first, last)
+    for side, pid in pids.items():
+        tally.cpu[side] = tally.cpu.get(side, 0.0) + cpu_seconds(pid) - before[side]
+    tally.events += events
     latencies = [
         (at - publisher.sent[kind, seq]) * 1000 for seq, ats in times.items() for at in ats
     ]
@@ -442,7 +459,7 @@ async def run_count(ctx: Context, count: int, target_ms: float) -> Result:
                 rss_before = rss_kib(service.proc.pid)
                 try:
                     async with start_clients(
-                        ctx, service.ws_url, video_id, count, baseline_channel
+                        ctx, service.ws_url, video_id, count, baseline_channel, service.proc.pid
                     ) as clients:
                         # Every subscriber has its first state and waits: idle.
                         idle_kib = (rss_kib(service.proc.pid) - rss_before) / count
@@ -494,6 +511,10 @@ async def run_count(ctx: Context, count: int, target_ms: float) -> Result:
             f"{statistics.median(ours):.1f} ms",
             f"p50: ours {statistics.median(ours_tally.p50):.1f} ms, baseline "
             f"{statistics.median(baseline_tally.p50):.2f} ms (medians over repeats)",
+            "CPU per event in the measured rounds: server "
+            f"{ours_tally.cpu_ms_per_event('server'):.1f} ms, subscribers' process "
+            f"{ours_tally.cpu_ms_per_event('clients'):.1f} ms; one event alone: server "
+            f"{single.cpu_ms_per_event('server'):.1f} ms",
             f"one event alone (no backlog), median of 3: p50 "
             f"{statistics.median(single.p50):.1f} ms, "
             f"p99 {statistics.median(single.p99):.1f} ms",
