@@ -42,7 +42,7 @@ from clipo_gql import models
 from clipo_gql.auth.media_links import MediaLinks
 from clipo_gql.types import Video
 from clipo_gql.videos import EventQueue, VideoEvent
-from clipo_gql.ws_protocol import text_frame as text_frame  # patched by tests
+from clipo_gql.ws_protocol import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -222,16 +222,41 @@ class DirectQueue(EventQueue):
         try:
             if not subscriber.alive():
                 return False
-            result = executor.event_result(shared_view(doc, self._base_url, self._links))
-            if result is None or result.errors or result.data is None:
-                return False  # Strawberry reports errors (and logs the unexpected ones)
-            payload = _payload_bytes(result.data)
-            if payload is None:
+            if doc is not _handing_out.doc:  # the hub hands every subscriber the same object
+                _handing_out.doc = doc
+                _handing_out.frames = {}
+            # The subscribers of one query, host and operation id share one frame.
+            key = (self._base_url, executor._memo_key, subscriber.head)
+            frame = _handing_out.frames.get(key, _UNKNOWN)
+            if frame is _UNKNOWN:
+                payload = self._payload(executor, doc)
+                frame = None if payload is None else text_frame(subscriber.head + payload + b"}")
+                _handing_out.frames[key] = frame
+            if frame is None:
                 return False
-            return subscriber.send_frame(text_frame(subscriber.head + payload + b"}"))
+            return subscriber.send_frame(frame)
         except Exception:
             log.exception("direct send of video %s failed; sending it the usual way", doc.id)
             return False
+
+    def _payload(self, executor: SharedEventExecutor, doc: models.Video) -> bytes | None:
+        result = executor.event_result(shared_view(doc, self._base_url, self._links))
+        if result is None or result.errors or result.data is None:
+            return None  # Strawberry reports errors (and logs the unexpected ones)
+        return _payload_bytes(result.data)
+
+
+class _HandingOut:
+    """The frames of the event the hub is handing out, per (host, query and variables,
+    message head): all but the first subscriber of each skip the look-ups of the view, the
+    result and the JSON, and building the frame."""
+
+    doc: object = None
+    frames: dict[tuple[str, tuple[int, str], bytes], bytes | None] = {}
+
+
+_handing_out = _HandingOut()
+_UNKNOWN = b""  # never a frame
 
 
 def _payload_bytes(data: object) -> bytes | None:

@@ -62,18 +62,10 @@ async def test_each_state_runs_once_per_query_and_host(
         return text
 
     # The states between the first and the final one are framed by fanout itself.
-    direct: list[str] = []
-    real_frame = fanout.text_frame
-
-    def frame(payload: bytes) -> bytes:
-        text = payload.decode()
-        assert text == json.dumps(json.loads(text), separators=(",", ":"))
-        direct.append(text)
-        return real_frame(payload)
+    direct = _record_frames(monkeypatch)
 
     monkeypatch.setattr(fanout, "_dumps", dumps)
     monkeypatch.setattr(graphql_view, "encode_shared", encode)
-    monkeypatch.setattr(fanout, "text_frame", frame)
 
     other_host = server.ws_url.replace("127.0.0.1", "localhost")
     subscribers = [
@@ -135,6 +127,26 @@ async def test_each_state_runs_once_per_query_and_host(
 PROGRESS = "subscription($id: ID!) { videoStatus(id: $id) { status progress } }"
 
 
+def _record_frames(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The text of every frame fanout writes from now on (each checked to be the JSON
+    `json.dumps(message, separators=(",", ":"))` writes, as Strawberry's messages are)."""
+    written: list[str] = []
+    real = FrameWebSocketProtocol.send_frame
+
+    def send_frame(self: FrameWebSocketProtocol, frame: bytes) -> bool:
+        sent = real(self, frame)
+        if sent:
+            assert frame[0] == 0x81  # one final text frame
+            length = frame[1] if frame[1] < 126 else int.from_bytes(frame[2:4], "big")
+            text = frame[-length:].decode()
+            assert text == json.dumps(json.loads(text), separators=(",", ":"))
+            written.append(text)
+        return sent
+
+    monkeypatch.setattr(FrameWebSocketProtocol, "send_frame", send_frame)
+    return written
+
+
 async def _follow_progress(
     server: Server, redis: Redis, protocol: str, monkeypatch: pytest.MonkeyPatch
 ) -> tuple[list[list[dict[str, Any]]], list[str]]:
@@ -144,14 +156,7 @@ async def _follow_progress(
     await video.insert()
     assert video.id is not None
     service = VideoService(EventPublisher(redis, server.settings.redis_prefix))
-    direct: list[str] = []
-    real_frame = fanout.text_frame
-
-    def frame(payload: bytes) -> bytes:
-        direct.append(payload.decode())
-        return real_frame(payload)
-
-    monkeypatch.setattr(fanout, "text_frame", frame)
+    direct = _record_frames(monkeypatch)
     seen: list[list[dict[str, Any]]] = [[] for _ in range(3)]
     arrived = asyncio.Condition()
 
