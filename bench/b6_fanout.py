@@ -363,6 +363,9 @@ class Tally:
     pairs: int = 0
     skipped: int = 0
     events: int = 0
+    # Per event: the first subscriber's latency, and the last one's less the first's (ms).
+    first: list[float] = field(default_factory=list)
+    spread: list[float] = field(default_factory=list)
     # CPU seconds (user + system) during the rounds: {"server": ..., "clients": ...}
     cpu: dict[str, float] = field(default_factory=dict)
 
@@ -384,6 +387,9 @@ async def measure_round(
     latencies = [
         (at - publisher.sent[kind, seq]) * 1000 for seq, ats in times.items() for at in ats
     ]
+    for seq, ats in times.items():
+        tally.first.append((min(ats) - publisher.sent[kind, seq]) * 1000)
+        tally.spread.append((max(ats) - min(ats)) * 1000)
     tally.p50.append(percentile(latencies, 50))
     tally.pairs += len(latencies)
     tally.skipped += len(latencies) - received
@@ -511,6 +517,9 @@ async def run_count(ctx: Context, count: int, target_ms: float) -> Result:
             f"{statistics.median(ours):.1f} ms",
             f"p50: ours {statistics.median(ours_tally.p50):.1f} ms, baseline "
             f"{statistics.median(baseline_tally.p50):.2f} ms (medians over repeats)",
+            "per event (medians): the first subscriber's latency "
+            f"{statistics.median(ours_tally.first):.1f} ms, the last one "
+            f"{statistics.median(ours_tally.spread):.1f} ms after the first",
             "CPU per event in the measured rounds: server "
             f"{ours_tally.cpu_ms_per_event('server'):.1f} ms, subscribers' process "
             f"{ours_tally.cpu_ms_per_event('clients'):.1f} ms; one event alone: server "
