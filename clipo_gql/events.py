@@ -95,13 +95,17 @@ class EventHub(Generic[T]):
         self._tasks = []
 
     @contextlib.asynccontextmanager
-    async def listen(self, channel: str) -> AsyncIterator[asyncio.Queue[T | None]]:
+    async def listen(
+        self, channel: str, queue: asyncio.Queue[T | None] | None = None
+    ) -> AsyncIterator[asyncio.Queue[T | None]]:
         """A queue of the decoded messages on `channel`, once Redis confirmed the subscription.
 
         Confirmed means: any event published after this returns reaches the queue, so a caller
-        may read the stored state next and lose nothing in between.
+        may read the stored state next and lose nothing in between. The hub only calls the
+        queue's `put_nowait`, in one loop over a channel's listeners: a caller's own queue
+        may deliver there (fanout.DirectQueue).
         """
-        queue: asyncio.Queue[T | None] = asyncio.Queue()
+        queue = asyncio.Queue() if queue is None else queue
         if channel not in self._listeners:
             self._heard[channel] = time.monotonic()
         listeners = self._listeners.setdefault(channel, set())

@@ -24,7 +24,7 @@ from clipo_gql.auth.graphql import AuthMutation, AuthQuery
 from clipo_gql.auth.ownership import find_video, listing_scope
 from clipo_gql.auth.quotas import limit_key
 from clipo_gql.errors import BadUserInputError
-from clipo_gql.fanout import SharedEventExecutor, shared_view
+from clipo_gql.fanout import DirectQueue, SharedEventExecutor, shared_view
 from clipo_gql.graphql_errors import ErrorCodes, log_unexpected
 from clipo_gql.models import VideoStatus
 from clipo_gql.ops.graphql import OpsQuery
@@ -138,7 +138,9 @@ class Subscription:
         app = context.app
         SUBSCRIPTIONS.inc()
         try:
-            async for doc in app.videos.watch(app.hub, video_id, context.principal):
+            # The states after the first that it can, the queue sends itself (fanout.py).
+            queue = DirectQueue(context.base_url, app.links)
+            async for doc in app.videos.watch(app.hub, video_id, context.principal, queue):
                 yield shared_view(doc, context.base_url, app.links)
         finally:
             SUBSCRIPTIONS.dec()

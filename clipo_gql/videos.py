@@ -243,20 +243,29 @@ class VideoService:
         await self.events.redis.publish(self.events.channel(video_id), DELETED)
 
     async def watch(
-        self, hub: EventHub[VideoEvent], video_id: ObjectId, principal: Principal
+        self,
+        hub: EventHub[VideoEvent],
+        video_id: ObjectId,
+        principal: Principal,
+        queue: EventQueue | None = None,
     ) -> AsyncIterator[Video]:
         """The current state, then every newer one, ending after DONE or FAILED.
 
         Subscribes before reading MongoDB, so a change made between the two still arrives.
         A video the principal may not see is not found, like one that does not exist.
+        With a `queue` that delivers states itself, those are not yielded again: only the
+        first state, the final one and those it could not deliver are.
         """
-        async with hub.listen(self.events.channel(video_id)) as queue:
+        queue = EventQueue() if queue is None else queue
+        async with hub.listen(self.events.channel(video_id), queue):
             video = await find_video(principal, video_id)
             if video is None:
                 raise NotFoundError("No video with this id")
             yield video
             while not video.status.is_final:
+                queue.waiting(video)
                 newest = await _newest(queue)
+                video = queue.seen(video)
                 if newest is None:
                     fresh = await Video.get(video_id)
                     if fresh is None:  # deleted while watched: nothing more will come
@@ -266,6 +275,19 @@ class VideoService:
                 if fresh.version > video.version:
                     video = fresh
                     yield video
+
+
+class EventQueue(asyncio.Queue[VideoEvent | None]):
+    """What `watch` waits on. A subclass may deliver newer states to its subscriber itself
+    while `watch` waits (fanout.DirectQueue): a thousand subscribers of one video then cost
+    one loop over them per event, not a thousand tasks woken to do the same thing."""
+
+    def waiting(self, video: Video) -> None:
+        """`watch` is about to wait; the subscriber has `video` (sent, not only yielded)."""
+
+    def seen(self, video: Video) -> Video:
+        """After the wait: the newest state the subscriber has, `video` or newer."""
+        return video
 
 
 async def _newest(queue: asyncio.Queue[VideoEvent | None]) -> Video | None:
