@@ -27,7 +27,7 @@ from tests.s3server import REGION, S3Server, from_env, seaweedfs_s3
 
 MiB = 1024 * 1024
 PUT = """
-import asyncio, sys, obstore
+import asyncio, os, sys, obstore
 from pathlib import Path
 from obstore.store import S3Store
 from clipo_gql.storage.s3 import PART_BYTES, PARTS_IN_FLIGHT
@@ -39,6 +39,9 @@ async def main():  # put_async needs the running loop when it is called
     await obstore.put_async(store, name, Path(path), chunk_size=PART_BYTES,
                             max_concurrency=PARTS_IN_FLIGHT)
 asyncio.run(main())
+# The put is done; obstore's runtime threads can abort (SIGABRT) a normal interpreter exit.
+sys.stdout.flush()
+os._exit(0)
 """
 
 

@@ -23,7 +23,7 @@ from tests.s3server import REGION, S3Server, from_env, seaweedfs_s3
 MiB = 1024 * 1024
 SIZE = 1 << 30
 OBSTORE = """
-import asyncio, resource, sys, obstore
+import asyncio, os, resource, sys, obstore
 from pathlib import Path
 from obstore.store import S3Store
 url, bucket, key, secret, path, name = sys.argv[1:]
@@ -33,7 +33,8 @@ store = S3Store(bucket, endpoint=url, access_key_id=key, secret_access_key=secre
 async def main():
     await obstore.put_async(store, name, Path(path), chunk_size=8 << 20, max_concurrency=4)
 asyncio.run(main())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)
+os._exit(0)  # obstore's runtime threads can abort (SIGABRT) a normal interpreter exit
 """
 AIOBOTO3 = """
 import asyncio, resource, sys, aioboto3

@@ -97,6 +97,7 @@ def create_app(settings: Settings | None = None, *, embedded: bool = False) -> S
             await redis.aclose()
             mongo.close()
             storage.release_uploads()
+            storage.close()
 
     # python-multipart logs a warning per malformed body: any client could flood the log.
     logging.getLogger("python_multipart.multipart").setLevel(logging.ERROR)

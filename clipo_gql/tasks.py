@@ -352,6 +352,9 @@ async def _stop_helpers(ctx: dict[str, Any]) -> None:
     metrics = ctx.pop("metrics", None)
     if metrics is not None:
         await metrics.stop()
+    pipeline = ctx.get("pipeline")
+    if pipeline is not None:
+        pipeline.storage.close()
 
 
 def run_worker(settings: Settings, **overrides: Any) -> None:

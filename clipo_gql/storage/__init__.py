@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import os
 import shutil
@@ -150,6 +151,14 @@ class Storage:
         os.close(self._claim)
         self._claim = None
         self.uploads = self.incoming
+
+    def close(self) -> None:
+        """Let the object store's client go while the process still runs: finalized during
+        interpreter shutdown instead, obstore's runtime threads sometimes abort the process
+        (SIGABRT after a clean stop; seen in 1 exit of 7 after a multipart upload)."""
+        if self.remote is not None:
+            self.remote.close()
+            gc.collect()
 
     @staticmethod
     def key(video_id: ObjectId, name: str = "") -> str:

@@ -78,12 +78,22 @@ class ObjectStore:
             config["access_key_id"] = settings.aws_access_key_id
             config["secret_access_key"] = secret.get_secret_value()
         endpoint = settings.s3_endpoint_url or ""
-        self.store = S3Store(
+        self._client: S3Store | None = S3Store(
             bucket,
             prefix=self.prefix or None,
             client_options={"allow_http": endpoint.startswith("http://")},
             **config,
         )
+
+    def close(self) -> None:
+        """Drop the client (Storage.close): any later call fails as the store being down."""
+        self._client = None
+
+    @property
+    def store(self) -> S3Store:
+        if self._client is None:
+            raise ObjectStoreError("the object store client is closed")
+        return self._client
 
     # -- reading ---------------------------------------------------------------------------
 
