@@ -30,7 +30,7 @@ from clipo_gql.storage import (
     THUMBNAIL,
     Storage,
 )
-from clipo_gql.videos import VideoService
+from clipo_gql.videos import VideoService, stored_progress
 
 log = logging.getLogger(__name__)
 A = TypeVar("A")
@@ -317,7 +317,7 @@ class _ProgressBar:
 
     def value(self, share: float) -> float:
         """The stored progress of `share` of this step (set_progress's rounding and cap)."""
-        return round(min(max(self.start + (1 - self.start) * share, 0.0), 0.99), 3)
+        return stored_progress(self.start + (1 - self.start) * share)
 
     async def at(self, share: float) -> None:
         try:

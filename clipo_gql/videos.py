@@ -147,7 +147,7 @@ class VideoService:
 
     async def set_progress(self, video_id: ObjectId, progress: float) -> Video | None:
         """Store a higher progress; a lower or equal one is dropped (progress never goes down)."""
-        progress = round(min(max(progress, 0.0), 0.99), 3)
+        progress = stored_progress(progress)
         return await self._update(
             video_id,
             {"progress": progress},
@@ -312,3 +312,8 @@ async def _wants_events(video_id: ObjectId) -> bool:
     hears of the changes after it."""
     raw = await Video.get_motor_collection().find_one({"_id": video_id}, {"owner_id": 1})
     return raw is not None and await endpoints.any_for(str(raw.get("owner_id", "")))
+
+
+def stored_progress(progress: float) -> float:
+    """Progress as stored while PROCESSING: within 0..0.99 (1.0 is DONE's), 3 decimals."""
+    return round(min(max(progress, 0.0), 0.99), 3)

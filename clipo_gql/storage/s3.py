@@ -111,10 +111,13 @@ class ObjectStore:
             result = await obstore.get_async(self.store, key)
             return bytes(await result.bytes_async())
 
-    async def stream(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
-        """Bytes `start` to `end` (exclusive) of `key`, a chunk at a time."""
+    async def stream(
+        self, key: str, start: int = 0, end: int | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Bytes `start` to `end` (exclusive; None: the end) of `key`, a chunk at a time."""
         with _errors(key):
-            result = await obstore.get_async(self.store, key, options={"range": (start, end)})
+            options: dict[str, Any] = {} if end is None else {"range": (start, end)}
+            result = await obstore.get_async(self.store, key, options=options)  # type: ignore[arg-type]
             async for chunk in result.stream(min_chunk_size=READ_CHUNK_BYTES):
                 yield bytes(chunk)
 
