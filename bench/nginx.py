@@ -92,9 +92,10 @@ def _once(text: str, line: str, replacement: str) -> str:
 
 
 def render(*, port: int, upstreams: list[str], media: Path, prefix: Path, workers: int = 1) -> str:
-    """deploy/nginx.conf for a private nginx: listening on 127.0.0.1:`port`, proxying to the
-    `upstreams` (host:port), sending files from `media`, its pid, logs and temp files under
-    `prefix`. Everything else (locations, headers, timeouts, limits) is the deployed file's."""
+    """deploy/nginx.conf for a private nginx: listening on 127.0.0.1:`port` (its `answers`
+    server on a free one), proxying to the `upstreams` (host:port), sending files from `media`,
+    its pid, logs, temp files and kept answers under `prefix`. Everything else (locations,
+    headers, timeouts, limits) is the deployed file's."""
     text = DEPLOY_CONFIG.read_text()
     text = _once(text, "worker_processes auto;", f"{_user_line()}worker_processes {workers};")
     text = _once(text, "pid /var/run/nginx.pid;", f"pid {prefix}/nginx.pid;")
@@ -105,6 +106,11 @@ def render(*, port: int, upstreams: list[str], media: Path, prefix: Path, worker
     servers = "\n        ".join(f"server {upstream};" for upstream in upstreams)
     text = _once(text, "server api:8000;", servers)
     text = _once(text, "listen 8080;", f"listen 127.0.0.1:{port};")
+    answers = free_port()
+    text = _once(text, "listen 127.0.0.1:8081;", f"listen 127.0.0.1:{answers};")
+    text = _once(text, "server 127.0.0.1:8081;", f"server 127.0.0.1:{answers};")
+    cache = "proxy_cache_path /var/cache/nginx/clipo-answers "
+    text = _once(text, cache, cache.replace("/var/cache/nginx", str(prefix)))
     return _once(text, "alias /data/media/;", f"alias {media.resolve()}/;")
 
 

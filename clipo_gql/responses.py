@@ -173,8 +173,14 @@ class AccelRedirectResponse(Response):
     Set-Cookie of it, and does Range, If-Range, If-None-Match, ETag, Last-Modified and HEAD
     on its own, from the file (deploy/nginx.conf passes CORS and X-Request-Id on by hand)."""
 
-    def __init__(self, uri: str, *, media_type: str, download_name: str | None) -> None:
+    def __init__(
+        self, uri: str, *, media_type: str, download_name: str | None, shared_seconds: int = 0
+    ) -> None:
         headers = {"x-accel-redirect": uri, "cache-control": "no-cache"}
+        if shared_seconds > 0:
+            # nginx's own header (it never reaches the client): deploy/nginx.conf keeps the
+            # answer this long for the same URL; nothing else makes one kept.
+            headers["x-accel-expires"] = str(shared_seconds)
         if download_name is not None:
             headers["content-disposition"] = content_disposition("attachment", download_name)
         super().__init__(b"", media_type=media_type, headers=headers)

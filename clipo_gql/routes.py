@@ -34,6 +34,11 @@ from clipo_gql.storage import Located, Storage, parse_id
 READY_TIMEOUT_SECONDS = 2.0
 # A media request that carried a valid signed token: it may fetch that one file.
 SIGNED = Principal(owner_id="", via="off")
+# How long nginx may answer another request for the same URL with an allowed X-Accel-Redirect
+# (deploy/nginx.conf): a player's burst of Range requests, or many viewers of one video, then
+# cost one check a second. Only answers the URL alone earned are shared (auth off, or a signed
+# token, never past its expiry); a file deleted meanwhile is gone, and nginx answers 404.
+SHARED_SECONDS = 1
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -77,6 +82,8 @@ class Served(NamedTuple):
     filename: str  # the video's original name
     # With auth on, what the playlists' URIs carry: the request's own token, or a new one.
     token: str | None
+    # How long the answer holds for anyone asking for this URL (0: only for this request).
+    shared_seconds: int = 0
 
 
 async def output_file(
@@ -116,11 +123,12 @@ async def output_file(
             # Deleted since it was remembered as DONE (perhaps by another process): ask again.
             app.done.forget(video_id)
             continue
-        token = None
+        token, shared = None, SHARED_SECONDS
         if app.settings.auth_required:
             token = request.query_params.get("token") if allowed is SIGNED else None
+            shared = min(shared, int(app.links.seconds_left(token))) if token else 0
             token = token or app.links.token(video_id, kind)
-        return Served(located, found.filename, token)
+        return Served(located, found.filename, token, shared)
     # Published but its file is gone: removed by hand, or a broken volume.
     return error(404, FILE_MISSING)
 
@@ -163,7 +171,10 @@ def send_file(
     elif prefix is not None:
         assert located.path is not None
         uri = accel_uri(prefix, app.storage.root, located.path)
-        response = AccelRedirectResponse(uri, media_type=media_type, download_name=attachment)
+        response = AccelRedirectResponse(
+            uri, media_type=media_type, download_name=attachment,
+            shared_seconds=found.shared_seconds,
+        )  # fmt: skip
     else:
         assert located.path is not None
         assert located.stat is not None

@@ -161,7 +161,25 @@ def test_nginx_passes_uploads_and_websockets_on(nginx_conf: str):
         assert "proxy_pass http://api" in own, location
         assert "proxy_request_buffering off" in own, location
         assert "proxy_read_timeout 1h" in own, location  # subscriptions, slow uploads
-    assert "proxy_pass http://api" in directives(block(nginx_conf, "location /"))
+    assert "proxy_pass http://answers" in directives(block(nginx_conf, "location /"))
+
+
+def test_nginx_keeps_only_the_answers_the_api_marks_shareable(nginx_conf: str):
+    """The `answers` server (after the front one) keeps X-Accel-Redirect answers that carry
+    X-Accel-Expires (routes.send_file), and none asked with a credential in a header."""
+    assert "server 127.0.0.1:8081" in directives(block(nginx_conf, "upstream answers"))
+    inner = nginx_conf[nginx_conf.index("listen 127.0.0.1:8081;") :]
+    own = directives(block(inner, "location /"))
+    assert "proxy_pass http://api" in own
+    (ignored,) = [d.split()[1:] for d in own if d.startswith("proxy_ignore_headers")]
+    assert {"Cache-Control", "Expires", "X-Accel-Redirect"} <= set(ignored)
+    assert "X-Accel-Expires" not in ignored  # the API's say is the only one
+    assert "proxy_pass_header X-Accel-Redirect" in own
+    assert "proxy_cache_bypass $http_authorization" in own
+    assert "proxy_no_cache $http_authorization" in own
+    # Everything the front server sets is passed on unchanged, Range for proxied objects too.
+    for name in ("Host", "X-Forwarded-For", "X-Forwarded-Proto", "X-Request-ID", "Range"):
+        assert any(d.startswith(f"proxy_set_header {name} $http_") for d in own), name
 
 
 def test_app_services_refuse_to_start_without_their_secrets(compose: dict[str, Any]):

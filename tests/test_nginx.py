@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +27,7 @@ from redis.asyncio import Redis
 from websockets.typing import Subprotocol
 
 from bench.nginx import ACCEL_PREFIX, MISSING, NGINX, deployed
+from clipo_gql.auth.media_links import Kind, MediaLinks
 from clipo_gql.settings import Settings
 from tests.clips import Clips
 from tests.conftest import Server, run_server
@@ -46,8 +49,19 @@ WATCH = f"subscription($id: ID!) {{ videoStatus(id: $id) {{ {FIELDS} }} }}"
 VIDEO = f"query($id: ID!) {{ video(id: $id) {{ {FIELDS} }} }}"
 
 
+@dataclass
+class Front(Server):
+    access_log: Path = Path()
+
+    def answers(self, path: str) -> list[str]:
+        """How the `answers` server answered each request for `path` so far, in order: MISS
+        (asked the API), HIT (a kept answer), BYPASS (a credential in a header), ..."""
+        lines = self.access_log.read_text().splitlines()
+        return [line.rsplit("answer=", 1)[1] for line in lines if f" {path} HTTP/" in line]
+
+
 @pytest.fixture
-async def front(settings: Settings, redis: Redis, tmp_path: Path) -> AsyncIterator[Server]:
+async def front(settings: Settings, redis: Redis, tmp_path: Path) -> AsyncIterator[Front]:
     """The API (auth on, X-Accel-Redirect) behind nginx; `Server.url` is nginx's."""
     configured = auth_settings(
         settings, accel_redirect_prefix=ACCEL_PREFIX, hls_segment_seconds=1,
@@ -57,7 +71,8 @@ async def front(settings: Settings, redis: Redis, tmp_path: Path) -> AsyncIterat
         upstream = urlsplit(api.url).netloc
         with deployed(tmp_path, [upstream], configured.media_dir) as proxy:
             async with httpx.AsyncClient(base_url=proxy.url, timeout=30) as http:
-                yield Server(url=proxy.url, settings=configured, http=http)
+                log = proxy.prefix / "access.log"
+                yield Front(url=proxy.url, settings=configured, http=http, access_log=log)
 
 
 def nginx_etag(path: Path) -> str:
@@ -183,7 +198,7 @@ async def test_every_file_route_sends_the_file_through_nginx(front: Server, clip
 
 
 async def test_a_refused_request_is_answered_by_the_api_and_never_gets_a_byte(
-    front: Server, clips: Clips
+    front: Front, clips: Clips
 ):
     who = bearer(front, ALICE)
     video = await done(front, clips.h264_aac, {"authorization": who["Authorization"]})
@@ -211,6 +226,8 @@ async def test_a_refused_request_is_answered_by_the_api_and_never_gets_a_byte(
                 assert answer.headers["content-type"] == "application/json", why
                 assert "error" in answer.json(), why
                 assert data[:100] not in answer.content, why
+        # A refusal is never kept: asked again, the API decides again.
+        assert "HIT" not in front.answers(url), why
     # The internal location exists only for the API's X-Accel-Redirect answers; a path above
     # the root is nginx's own 400.
     for path, status in (
@@ -255,3 +272,58 @@ async def test_a_foreign_page_cannot_open_a_websocket_through_nginx(front: Serve
             additional_headers={"Origin": "http://evil.example"},
         ):  # fmt: skip
             pass
+
+
+async def test_nginx_keeps_an_allowed_answer_for_a_signed_link_only(front: Front, clips: Clips):
+    """A signed link's X-Accel-Redirect answer is kept a second (deploy/nginx.conf's `answers`
+    server): the same URL again is sent without asking the API. A credential in a header, a
+    refusal, another Origin and a link about to expire are always asked again."""
+    who = bearer(front, ALICE)
+    video = await done(front, clips.h264_aac, {"authorization": who["Authorization"]})
+    video_id = video["id"]
+    data = media(front, video_id, "video.mp4").read_bytes()
+    signed = urlsplit(video["streamUrl"])
+    link = f"{signed.path}?{signed.query}"
+    ids = set()
+    for asked in ("0-99", "1000-1999", "0-99"):
+        answer = await front.http.get(link, headers={"Range": f"bytes={asked}"})
+        start, end = map(int, asked.split("-"))
+        assert (answer.status_code, answer.content) == (206, data[start : end + 1])
+        assert "x-accel-expires" not in answer.headers
+        ids.add(answer.headers["x-request-id"])
+    assert len(ids) == 3  # each answer has its own request id, a kept one too
+    assert front.answers(link) == ["MISS", "HIT", "HIT"]
+
+    # The CORS headers are the API's for that Origin: a kept answer is one per Origin.
+    for _ in range(2):
+        cors = await front.http.get(link, headers={"Origin": PLAYER, "Range": "bytes=0-9"})
+        assert cors.headers["access-control-allow-origin"] == PLAYER
+    assert front.answers(link)[3:] == ["MISS", "HIT"]
+
+    # An Authorization header: its answer is the API's each time, never kept nor reused.
+    stream = f"/stream/{video_id}"
+    for _ in range(2):
+        answer = await front.http.get(stream, headers={**who, "Range": "bytes=0-9"})
+        assert answer.content == data[:10]
+        refused = await front.http.get(stream)
+        assert refused.status_code == 401  # the kept answers were not this URL's
+    assert front.answers(stream) == ["BYPASS", "MISS", "BYPASS", "MISS"]
+
+    # A link with less than a second left is not shared: an answer never outlives its link.
+    links = MediaLinks(front.settings)
+    ending = f"{stream}?token={links.token(video_id, Kind.STREAM, int(time.time()) + 1)}"
+    for _ in range(2):
+        answer = await front.http.get(ending, headers={"Range": "bytes=0-9"})
+        if answer.status_code == 403:  # the second passed meanwhile (a slow machine)
+            break
+        assert answer.content == data[:10]
+    assert "HIT" not in front.answers(ending)
+
+    # Deleted within its second: nginx finds no file and answers 404, never a byte.
+    await front.http.get(link, headers={"Range": "bytes=0-9"})
+    delete = {"query": "mutation($id: ID!) { deleteVideo(id: $id) }", "variables": {"id": video_id}}
+    deleted = await front.http.post("/graphql", headers=who, json=delete)
+    assert deleted.json() == {"data": {"deleteVideo": True}}
+    gone = await front.http.get(link, headers={"Range": "bytes=0-9"})
+    assert gone.status_code == 404
+    assert data[:10] not in gone.content

@@ -74,6 +74,11 @@ class MediaLinks:
             return f"{base_url}{path}"
         return f"{base_url}{path}?token={self.token(video_id, kind, expiry)}"
 
+    @staticmethod
+    def seconds_left(token: str) -> float:
+        """How long a token `verify` found OK stays valid."""
+        return int(token.partition(".")[0]) - time.time()
+
     def verify(self, token: str, video_id: ObjectId, kind: Kind) -> Verdict:
         raw_expiry, _, signature = token.partition(".")
         if not raw_expiry.isdigit() or len(raw_expiry) > 12 or not signature:
