@@ -109,7 +109,7 @@ async def run(ctx: Context) -> list[Result]:
                     ctx.repeats, timed(14, "ours"), timed(14, "nginx")
                 )
                 took = time.monotonic() - started
-                accel_answers = _accel_answers(front.prefix / "access.log")
+                accel_answers, kept = _accel_answers(front.prefix / "access.log")
     per_request = {key: spent / (count * ctx.repeats) * 1e3 for key, spent in cpu.items()}
     rungs = sorted({Path(name).parent.name for name, _ in segments})
     setup = (
@@ -117,7 +117,9 @@ async def run(ctx: Context) -> list[Result]:
         "only its listen address, upstream, alias, pid, logs and worker count changed; keepalive "
         "to the API), one worker process, in front of `clipo-gql dev` with "
         f"ACCEL_REDIRECT_PREFIX={ACCEL_PREFIX}; {accel_answers} requests in its access log were "
-        "answered by the API with X-Accel-Redirect and sent by nginx; baseline: bench/nginx.py's "
+        f"answered with X-Accel-Redirect and sent by nginx, {kept} of them with an answer nginx "
+        "kept (the API asked once a second per URL: README, Kept answers); baseline: "
+        "bench/nginx.py's "
         f"static nginx (one worker, sendfile) from symlinks to the same files; {took:.0f} s of "
         "measured load"
     )
@@ -162,7 +164,9 @@ def _result(
     )  # fmt: skip
 
 
-def _accel_answers(log: Path) -> int:
-    """Requests for which the API answered X-Accel-Redirect and nginx sent the file (the
-    access log's `accel=` field): proof that the bytes did not go through the API."""
-    return sum(1 for line in log.read_text().splitlines() if f"accel={ACCEL_PREFIX}" in line)
+def _accel_answers(log: Path) -> tuple[int, int]:
+    """Requests answered with X-Accel-Redirect, nginx sending the file (the access log's
+    `accel=` field: proof that the bytes did not go through the API), and how many of those
+    were a kept answer (`answer=HIT`: the API was not asked)."""
+    sent = [line for line in log.read_text().splitlines() if f"accel={ACCEL_PREFIX}" in line]
+    return len(sent), sum(1 for line in sent if line.endswith("answer=HIT"))
