@@ -26,7 +26,8 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 UPLOAD_CAP = 4_000_000
 TIMEOUT_MS = 60_000
 
-pytestmark = pytest.mark.timeout(180)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.once_per_run]
 
 # Records every status badge the list shows, so a test can tell that a row went through
 # PROCESSING live (without a reload) rather than only reading its final state.

@@ -19,7 +19,8 @@ from tests.clips import Clips
 from tests.test_cli import DevServer, running_dev
 
 SECRET = "browser-jwt-secret-" + "b" * 32
-pytestmark = pytest.mark.timeout(180)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.once_per_run]
 __all__ = ["browser"]  # the fixture, shared with test_frontend
 
 

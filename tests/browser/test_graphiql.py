@@ -21,7 +21,8 @@ from tests.clips import make_clip
 from tests.test_cli import DevServer
 
 LOCAL = {"127.0.0.1", "localhost"}
-pytestmark = pytest.mark.timeout(180)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.once_per_run]
 __all__ = ["auth_dev", "browser"]  # fixtures, shared with the other browser tests
 
 # Content-Security-Policy refusals, which the console may not show as page errors.

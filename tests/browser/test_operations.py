@@ -18,7 +18,8 @@ from tests.browser.test_frontend_auth import auth_dev, token_for
 from tests.clips import Clips, make_clip
 from tests.test_cli import DevServer, running_dev
 
-pytestmark = pytest.mark.timeout(180)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.once_per_run]
 __all__ = ["auth_dev", "browser"]  # fixtures, shared with the other browser tests
 # Every wait here may span a poll (2 s) and a job on a loaded machine: expect's 5 s is short.
 

@@ -18,7 +18,8 @@ from tests.browser.test_frontend import browser, open_page
 from tests.clips import make_clip
 from tests.test_cli import DevServer, running_dev, upload
 
-pytestmark = pytest.mark.timeout(180)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.once_per_run]
 __all__ = ["browser"]  # the fixture, shared with test_frontend
 
 # Processing (the MP4, the ladder, the storyboard) on a busy 2-core machine.

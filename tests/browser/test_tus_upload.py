@@ -36,7 +36,8 @@ UPLOAD_CAP = 64_000_000
 CHUNK = 128 * 1024
 PATCH_DELAY_SECONDS = 0.1
 
-pytestmark = pytest.mark.timeout(240)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.once_per_run]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,8 @@ from tests.clips import Clips
 from tests.test_cli import DevServer, running_dev
 from tests.webhook_receiver import ALLOWED_PORTS, Received, receiving
 
-pytestmark = pytest.mark.timeout(180)
+# The page drives the API, whose database behaviour the API tests check on both databases.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.once_per_run]
 __all__ = ["auth_dev", "browser"]  # fixtures, shared with the other browser tests
 # Every wait here may span a poll (3 s) and a job on a loaded machine: expect's 5 s is short.
 
