@@ -41,6 +41,12 @@ SIGNED = Principal(owner_id="", via="off")
 SHARED_SECONDS = 1
 
 
+def _keepable(seconds_left: float) -> int:
+    """The X-Accel-Expires that never outlives a link with `seconds_left`: nginx keeps an
+    answer until the end of the n-th whole second after this one, up to n + 1 s from now."""
+    return max(0, int(seconds_left) - 1)
+
+
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -126,7 +132,7 @@ async def output_file(
         token, shared = None, SHARED_SECONDS
         if app.settings.auth_required:
             token = request.query_params.get("token") if allowed is SIGNED else None
-            shared = min(shared, int(app.links.seconds_left(token))) if token else 0
+            shared = min(shared, _keepable(app.links.seconds_left(token))) if token else 0
             token = token or app.links.token(video_id, kind)
         return Served(located, found.filename, token, shared)
     # Published but its file is gone: removed by hand, or a broken volume.
