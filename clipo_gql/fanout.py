@@ -55,10 +55,37 @@ _Results = dict[tuple[int, str], tuple[OperationDefinitionNode, ExecutionResult]
 _views: OrderedDict[tuple[object, int, str, int], Video] = OrderedDict()
 # id(view) -> results, for the views in `_views` only: those are alive, so no id is reused.
 _results: dict[int, _Results] = {}
-# id(result.data) -> (that data, its JSON once a subscriber's message needed it, and the
-# payload's UTF-8 once a direct send needed it), for the results in `_results` only, for the
-# same reason.
-_encoded: dict[int, tuple[object, str | None, bytes | None]] = {}
+
+
+class _Encoding:
+    """A shared result's data, with the JSON of its payload (`{"data": ...}`) once a message
+    needed it, and that JSON's UTF-8 once a direct send needed it."""
+
+    __slots__ = ("_raw", "_text", "data")
+
+    def __init__(self, data: object) -> None:
+        self.data = data
+        self._text: str | None = None
+        self._raw: bytes | None = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = _dumps({"data": self.data})
+        return self._text
+
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.text().encode()
+        return self._raw
+
+
+# id(result.data) -> its _Encoding, for the results in `_results` only, for the same reason.
+_encoded: dict[int, _Encoding] = {}
+
+
+def _encoding_of(data: object) -> _Encoding | None:
+    entry = _encoded.get(id(data))
+    return entry if entry is not None and entry.data is data else None
 
 
 def shared_view(doc: models.Video, base_url: str, links: MediaLinks) -> Video:
@@ -142,7 +169,7 @@ class SharedEventExecutor(StrawberryGraphQLCoreExecutionContext):
             if len(memo) < RESULTS_PER_VIEW:
                 memo[self._memo_key] = (self.operation, result)
                 if result.data is not None:
-                    _encoded[id(result.data)] = (result.data, None, None)
+                    _encoded[id(result.data)] = _Encoding(result.data)
         return result
 
 
@@ -243,7 +270,8 @@ class DirectQueue(EventQueue):
         result = executor.event_result(shared_view(doc, self._base_url, self._links))
         if result is None or result.errors or result.data is None:
             return None  # Strawberry reports errors (and logs the unexpected ones)
-        return _payload_bytes(result.data)
+        entry = _encoding_of(result.data)
+        return None if entry is None else entry.raw()
 
 
 class _HandingOut:
@@ -259,21 +287,6 @@ _handing_out = _HandingOut()
 _UNKNOWN = b""  # never a frame
 
 
-def _payload_bytes(data: object) -> bytes | None:
-    """`{"data": data}` as UTF-8 JSON, once per shared result."""
-    entry = _encoded.get(id(data))
-    if entry is None or entry[0] is not data:
-        return None
-    raw = entry[2]
-    if raw is None:
-        text = entry[1]
-        if text is None:
-            text = _dumps({"data": data})
-        raw = text.encode()
-        _encoded[id(data)] = (data, text, raw)
-    return raw
-
-
 def encode_shared(message: Mapping[str, object]) -> str | None:
     """The JSON of a subscription message (`next`, or the legacy `data`) whose data is a
     shared result, with that data encoded once for all its subscribers; None for any other
@@ -281,14 +294,10 @@ def encode_shared(message: Mapping[str, object]) -> str | None:
     payload = message.get("payload")
     if not isinstance(payload, dict) or payload.keys() != {"data"}:
         return None
-    data = payload["data"]
-    entry = _encoded.get(id(data))
-    if entry is None or entry[0] is not data:
+    entry = _encoding_of(payload["data"])
+    if entry is None:
         return None
-    text = entry[1]
-    if text is None:
-        text = _dumps(payload)
-        _encoded[id(data)] = (data, text, entry[2])
+    text = entry.text()
     fields = (f"{_dumps(k)}:{text if k == 'payload' else _dumps(v)}" for k, v in message.items())
     return "{" + ",".join(fields) + "}"
 
