@@ -31,7 +31,7 @@ def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
     import uvicorn
 
     from clipo_gql.app import create_app
-    from clipo_gql.ws_protocol import FrameWebSocketProtocol
+    from clipo_gql.ws_protocol import WEBSOCKET_OPTIONS
 
     app = create_app(settings, embedded=embedded)
     # Fanning one event out to a thousand subscribers allocates in a burst, and Python's
@@ -50,12 +50,9 @@ def _serve(settings: Settings, host: str, port: int, *, embedded: bool) -> None:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         log_level="info",
         log_config=logs.uvicorn_config(settings),
-        ws_max_size=1024 * 1024,
-        # Status messages are a few hundred bytes; compressing each one for each subscriber
-        # was a tenth of the CPU of a fan-out to a thousand of them (bench row 6).
-        ws_per_message_deflate=False,
-        # Lets a fanned-out state be written to each socket without an ASGI send (fanout.py).
-        ws=FrameWebSocketProtocol,
+        # Its protocol lets a fanned-out state be written to each socket without an ASGI
+        # send (fanout.py).
+        **WEBSOCKET_OPTIONS,
     )
 
 

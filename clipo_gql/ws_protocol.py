@@ -7,11 +7,13 @@ extensions under `SEND_FRAME`, writes a frame the caller built (fanout.py builds
 subscriber from one encoded payload) synchronously, or refuses when that socket would have to
 wait; the caller then sends through ASGI as usual.
 
-Selected with uvicorn's `ws=` option (cli.py); under any other server the extension is
+Selected with uvicorn's `ws=` option (WEBSOCKET_OPTIONS); under any other server the extension is
 absent and every message goes through ASGI.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
@@ -58,3 +60,14 @@ class FrameWebSocketProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(frame)
         return True
+
+
+# uvicorn's websocket options for every server of the app: `clipo-gql serve`/`dev` (cli.py)
+# and the tests' servers, so that what the tests see is what is served.
+WEBSOCKET_OPTIONS: dict[str, Any] = {
+    "ws": FrameWebSocketProtocol,
+    "ws_max_size": 1024 * 1024,
+    # Status messages are a few hundred bytes; compressing each one for each subscriber was a
+    # tenth of the CPU of a fan-out to a thousand of them (bench row 6).
+    "ws_per_message_deflate": False,
+}

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from clipo_gql import app as app_module
 from clipo_gql.app import create_app
 from clipo_gql.settings import Settings
-from clipo_gql.ws_protocol import FrameWebSocketProtocol
+from clipo_gql.ws_protocol import WEBSOCKET_OPTIONS
 
 pytest_plugins = ["tests.clips"]
 
@@ -124,11 +124,11 @@ async def run_server(
     )
     with patched:
         app = create_app(settings, embedded=embedded)
-        # The websocket options of `clipo-gql serve` (cli.py), so that fan-out's direct
-        # frames (fanout.py) are what the tests see.
+        # The websocket options of `clipo-gql serve`: fan-out's direct frames (fanout.py) are
+        # what the tests see.
         config = uvicorn.Config(
             app, host="127.0.0.1", port=0, log_level="warning", lifespan="on",
-            ws=FrameWebSocketProtocol, ws_per_message_deflate=False,
+            **WEBSOCKET_OPTIONS,
         )  # fmt: skip
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
