@@ -297,6 +297,8 @@ async def test_with_an_accel_prefix_the_api_names_the_file_and_sends_no_byte(
                 "attachment", "fête finale.mp4"
             )
             assert "content-range" not in answer.headers  # nginx's to answer
+            # Auth off: the URL alone earned it, so nginx may keep the answer (routes.py).
+            assert answer.headers["x-accel-expires"] == "1"
         thumbnail = await server.http.get(f"/thumbnails/{video_id}.jpg")
         assert thumbnail.headers["x-accel-redirect"] == f"/_media/videos/{video_id}/thumbnail.jpg"
         # The checks still come first: nothing is redirected for what the API refuses.
@@ -304,6 +306,7 @@ async def test_with_an_accel_prefix_the_api_names_the_file_and_sends_no_byte(
             refused = await server.http.get(path)
             assert refused.status_code == 404, path
             assert "x-accel-redirect" not in refused.headers, path
+            assert "x-accel-expires" not in refused.headers, path
 
 
 def test_accel_uris_are_percent_encoded_paths_under_the_media_dir():
